@@ -1,0 +1,76 @@
+# The project's commands. `make run` and `make test` create the environment when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate lock clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the project with its dev tools
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $(BUF)
+
+run: $(STAMP) ## Start every service on SQLite with demo data (Ctrl-C stops them)
+	$(PY) -m shared.launcher
+
+test: $(STAMP) ## Run the whole suite (PostgreSQL when TEST_DATABASE_URL is set, else SQLite)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP) ## The suite on SQLite even if TEST_DATABASE_URL is set
+	env -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP) ## The suite on the local PostgreSQL
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) $(BUF) protos-check ## buf lint, ruff, mypy, and generated code up to date
+	$(BUF) lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## Format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+protos: $(STAMP) ## Regenerate the Python code in protos/ from the .proto files
+	find protos -name '*_pb2*.py*' -delete
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PY) -m grpc_tools.protoc -I protos \
+	  --python_out=protos --grpc_python_out=protos --mypy_out=protos --mypy_grpc_out=protos \
+	  $(PROTO_FILES)
+
+protos-check: $(STAMP) ## Fail if the committed generated code is not what `make protos` gives
+	rm -rf $(VENV)/protos-check && mkdir -p $(VENV)/protos-check
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PY) -m grpc_tools.protoc -I protos \
+	  --python_out=$(VENV)/protos-check --grpc_python_out=$(VENV)/protos-check \
+	  --mypy_out=$(VENV)/protos-check --mypy_grpc_out=$(VENV)/protos-check $(PROTO_FILES)
+	diff -r --exclude='*.proto' --exclude='__pycache__' protos $(VENV)/protos-check \
+	  || { echo 'Generated code is stale: run `make protos` and commit the result.'; exit 1; }
+
+buf-lint: $(BUF) ## Lint the contracts only
+	$(BUF) lint
+
+migrate: $(STAMP) ## Apply every service's migrations to its configured database
+	for s in wallet points promotions checkout; do $(PY) -m services.$$s migrate || exit 1; done
+
+lock: ## Re-resolve dependencies into constraints.txt (newest versions allowed by pyproject)
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install --quiet -e '.[dev]'
+	{ head -2 constraints.txt; $(VENV)/lock/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+
+clean: ## Remove the environment, the SQLite files and caches
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

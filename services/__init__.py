@@ -1,0 +1,1 @@
+"""The four bounded contexts, one package each."""

@@ -1,0 +1,1 @@
+"""Checkout: catalogue, quotes, orders and the checkout saga."""

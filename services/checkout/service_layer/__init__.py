@@ -1,0 +1,1 @@
+"""Use cases of the Checkout service, each one transaction."""

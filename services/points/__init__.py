@@ -1,0 +1,1 @@
+"""Points: the ledger of points lots: credits, pending points, holds, expiry, history."""

@@ -1,0 +1,1 @@
+"""Database tables, repositories and migrations of the Points service."""

@@ -1,0 +1,1 @@
+"""Business rules of points: pure functions and small values, no I/O."""

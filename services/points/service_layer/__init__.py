@@ -1,0 +1,1 @@
+"""Use cases of the Points service, each one transaction."""

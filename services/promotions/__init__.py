@@ -1,0 +1,1 @@
+"""Promotions: earning rules, campaigns, promo codes, profile-action rewards, experiments."""

@@ -1,0 +1,1 @@
+"""Database tables, repositories, peers and migrations of the Promotions service."""

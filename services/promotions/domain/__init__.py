@@ -1,0 +1,1 @@
+"""Business rules of promotions: pure functions and small values, no I/O."""

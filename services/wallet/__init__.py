@@ -1,0 +1,1 @@
+"""Wallet (Ozon.Счёт): stored-value accounts, card top-ups, money holds, ledger, interest."""

@@ -1,0 +1,170 @@
+"""Database access: one engine per service database, sessions through a unit of work.
+
+SQLite (WAL) is the embedded default; PostgreSQL through psycopg 3 is production and CI. On
+SQLite every transaction starts with `BEGIN IMMEDIATE`, so writers queue on the database lock
+instead of failing when a read lock would have to be upgraded; on PostgreSQL transactions run
+at READ COMMITTED and repositories take row locks (`SELECT ... FOR UPDATE`) where a rule reads
+before it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Session
+
+log = logging.getLogger(__name__)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store naive UTC there.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and route them to psycopg 3."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(normalise_url(url)).get_backend_name() == "sqlite"
+
+
+def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+    url = normalise_url(url)
+    if is_sqlite(url):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class UnitOfWork:
+    """One database transaction. It rolls back unless `commit()` is called."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.committed = False
+
+    def commit(self) -> None:
+        self.session.commit()
+        self.committed = True
+
+    def flush(self) -> None:
+        self.session.flush()
+
+
+class Database:
+    """A service's own database: its engine, sessions and health probe."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        self.engine = create_db_engine(self.url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._probe_engine = self._make_probe_engine()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        session = Session(self.engine, expire_on_commit=False)
+        uow = UnitOfWork(session)
+        try:
+            yield uow
+            if not uow.committed:
+                session.rollback()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> bool:
+        """True when the database answers and holds this service's schema."""
+        try:
+            with self._probe_engine.connect() as connection:
+                connection.execute(text("SELECT version_num FROM alembic_version"))
+            return True
+        except Exception as exc:
+            log.warning("database probe failed: %s", exc.__class__.__name__)
+            return False
+
+    def _make_probe_engine(self) -> Engine:
+        # A fresh connection per probe, so a database that went away is noticed; on SQLite the
+        # file is opened read-write without being created, so a missing file is a failure.
+        url = make_url(self.url)
+        if self.dialect == "sqlite":
+            path = url.database or ""
+            return create_engine(
+                "sqlite://",
+                creator=lambda: sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5),
+                poolclass=NullPool,
+            )
+        return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self._probe_engine.dispose()
+
+    @property
+    def supports_skip_locked(self) -> bool:
+        return self.dialect == "postgresql"

@@ -1,0 +1,118 @@
+"""Idempotent mutations (AIP-155).
+
+The request id and a fingerprint of the request are stored in the same transaction as the
+effect, together with the serialized answer. A replay of the same request returns the first
+answer without touching anything; the same id with a different request is rejected with
+ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED. Two concurrent first attempts cannot both take effect:
+the key row is inserted before the effect, so the loser waits on the primary key, fails, rolls
+back its work and returns the winner's answer.
+
+A request that fails with a domain error leaves no key behind (its transaction rolled back with
+everything else), so it may be retried with the same id once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shared.clock import Clock
+from shared.db import Database, UnitOfWork
+from shared.errors import AlreadyExists, Internal, InvalidArgument
+
+R = TypeVar("R", bound=Message)
+
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def request_fingerprint(request: Message) -> str:
+    """SHA-256 of the request without its request id, in deterministic wire form."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def validate_request_id(request_id: str) -> None:
+    if not request_id.strip():
+        raise InvalidArgument.field("request_id", "is required for a mutating call", "REQUEST_ID_REQUIRED")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument.field(
+            "request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters", "REQUEST_ID_TOO_LONG"
+        )
+
+
+class Idempotency:
+    """Runs mutations once per (scope, request id) against one service database."""
+
+    def __init__(self, database: Database, table: Table, clock: Clock) -> None:
+        self._db = database
+        self._table = table
+        self._clock = clock
+
+    def run(
+        self,
+        scope: str,
+        request: Message,
+        response_type: type[R],
+        effect: Callable[[UnitOfWork], R],
+    ) -> R:
+        """Apply `effect` in one transaction with the key, or return the stored first answer."""
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        validate_request_id(request_id)
+        fingerprint = request_fingerprint(request)
+        for _ in range(3):
+            with self._db.unit_of_work() as uow:
+                stored = self._stored(uow, scope, request_id)
+                if stored is not None:
+                    return self._replay(stored, fingerprint, response_type, request_id)
+                try:
+                    uow.session.execute(
+                        insert(self._table).values(
+                            scope=scope,
+                            request_id=request_id,
+                            request_hash=fingerprint,
+                            response=None,
+                            created_at=self._clock.now(),
+                        )
+                    )
+                    uow.flush()
+                except IntegrityError:
+                    continue  # a concurrent first attempt won; read its answer
+                response = effect(uow)
+                uow.session.execute(
+                    update(self._table)
+                    .where(self._table.c.scope == scope, self._table.c.request_id == request_id)
+                    .values(response=response.SerializeToString(deterministic=True))
+                )
+                uow.commit()
+                return response
+        raise Internal("IDEMPOTENCY_RACE", f"request {request_id} kept racing with itself")
+
+    def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
+        row = uow.session.execute(
+            select(self._table.c.request_hash, self._table.c.response).where(
+                self._table.c.scope == scope, self._table.c.request_id == request_id
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    @staticmethod
+    def _replay(
+        stored: tuple[str, bytes | None], fingerprint: str, response_type: type[R], request_id: str
+    ) -> R:
+        stored_hash, payload = stored
+        if stored_hash != fingerprint:
+            raise AlreadyExists(
+                "IDEMPOTENCY_KEY_REUSED",
+                f"request_id {request_id!r} was already used for a different request",
+                metadata={"request_id": request_id},
+            )
+        if payload is None:  # cannot happen: key and answer commit together
+            raise Internal("IDEMPOTENCY_RECORD_INCOMPLETE", f"request {request_id} has no stored answer")
+        return response_type.FromString(payload)

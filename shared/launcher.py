@@ -1,0 +1,158 @@
+"""`make run`: every service as its own process on the embedded default (SQLite under var/).
+
+    python -m shared.launcher          start everything, seed demo data, wait for Ctrl-C
+    python -m shared.launcher status   health of each service on its configured address
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from loyalty.points.v1 import points_pb2, points_pb2_grpc
+from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from shared.errors import DomainError, from_rpc_error
+from shared.settings import Env
+
+START_ORDER = ("points", "promotions", "wallet", "checkout")
+DEMO_CUSTOMER = "demo-customer"
+
+
+def targets(env: Env) -> dict[str, str]:
+    return {name: env.text(f"{name.upper()}_TARGET") for name in START_ORDER}
+
+
+def health(target: str, timeout: float = 1.0) -> str:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code().name
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def wait_serving(name: str, target: str, process: subprocess.Popen[bytes], seconds: int = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with code {process.returncode} during start-up; see its log above")
+        if health(target) == "SERVING":
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not report SERVING on {target} within {seconds} s")
+
+
+def seed_demo_data(addresses: Mapping[str, str]) -> None:
+    """Idempotent: fixed request ids, so a second `make run` replays instead of adding again."""
+    with grpc.insecure_channel(addresses["wallet"]) as wallet_channel:
+        try:
+            wallet_pb2_grpc.WalletServiceStub(wallet_channel).OpenWallet(
+                wallet_pb2.OpenWalletRequest(request_id="demo-open-wallet", customer_id=DEMO_CUSTOMER), timeout=5
+            )
+        except grpc.RpcError as error:
+            if from_rpc_error(error).reason != "WALLET_ALREADY_EXISTS":
+                raise
+    with grpc.insecure_channel(addresses["points"]) as points_channel:
+        points_pb2_grpc.PointsServiceStub(points_channel).CreditPoints(
+            points_pb2.CreditPointsRequest(
+                request_id="demo-welcome-points",
+                customer_id=DEMO_CUSTOMER,
+                points=500,
+                source=points_pb2.POINTS_SOURCE_CAMPAIGN,
+                reference="campaign:welcome",
+            ),
+            timeout=5,
+        )
+
+
+USAGE = """
+Loyalty platform is running (SQLite files under var/). Ctrl-C stops everything.
+
+  wallet      {wallet}
+  points      {points}
+  promotions  {promotions}
+  checkout    {checkout}
+
+Health of every service:   .venv/bin/python -m shared.launcher status
+Demo customer:             {customer} (a wallet, 500 welcome points)
+Try it from Python:
+  .venv/bin/python -c "import grpc; from loyalty.points.v1 import points_pb2 as p, points_pb2_grpc as g; \\
+print(g.PointsServiceStub(grpc.insecure_channel('{points}')).GetBalance(p.GetBalanceRequest(customer_id='{customer}')))"
+Any gRPC client works too: every service has server reflection (e.g. grpcurl -plaintext {points} list).
+"""
+
+
+def run(env: Env) -> int:
+    addresses = targets(env)
+    child_env = dict(os.environ)
+    child_env.setdefault("LOG_FORMAT", "text")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop_all(signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    code = 0
+    try:
+        for name in START_ORDER:
+            processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=child_env)
+            wait_serving(name, addresses[name], processes[name])
+        seed_demo_data(addresses)
+        print(USAGE.format(customer=DEMO_CUSTOMER, **addresses), flush=True)
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; stopping the rest", file=sys.stderr)
+                    stopping, code = True, 1
+            time.sleep(0.2)
+    except (SystemExit, DomainError, grpc.RpcError) as error:
+        print(f"make run failed: {error}", file=sys.stderr)
+        code = 1
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in time; killing it", file=sys.stderr)
+                process.kill()
+        print("all services stopped", flush=True)
+    return code
+
+
+def status(env: Env) -> int:
+    worst = 0
+    for name, target in targets(env).items():
+        state = health(target)
+        print(f"{name:<11} {target:<18} {state}")
+        worst = worst or int(state != "SERVING")
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.launcher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "status"])
+    args = parser.parse_args(argv)
+    env = Env()
+    return run(env) if args.command == "run" else status(env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,253 @@
+"""Transactional outbox and its relay.
+
+A service that must cause an effect in a peer after its own commit writes the peer request into
+`outbox_messages` in the same transaction as its local change (`Outbox.enqueue`). The relay
+delivers due messages at least once: it claims a batch by pushing their next attempt past a
+lease (so a relay that dies mid-delivery only delays a message, and two relays never work on
+the same one), calls the peer, and records the outcome. The request carries its own request id,
+so the receiver applies it once however often it arrives.
+
+Transport failures and transient statuses are retried with exponential backoff and jitter up to
+`OUTBOX_MAX_BACKOFF_MS`; a peer's definite refusal (INVALID_ARGUMENT, FAILED_PRECONDITION, ...)
+marks the message DEAD. Every message keeps its attempts and last error, so failures are visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry import propagate
+from sqlalchemy import Table, func, insert, select, update
+
+from shared.clock import Clock
+from shared.db import Database, UnitOfWork
+from shared.errors import DomainError
+from shared.peers import Peers
+
+log = logging.getLogger(__name__)
+
+# Statuses worth another attempt: the peer did not decide, or may not have.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DEAD = "DEAD"
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    delivered: int
+    dead: int
+    oldest_pending_at: datetime | None
+
+
+class Outbox:
+    """Writes peer requests into the caller's transaction."""
+
+    def __init__(self, table: Table, clock: Clock) -> None:
+        self.table = table
+        self._clock = clock
+
+    def enqueue(self, uow: UnitOfWork, *, peer: str, method: str, request: Message) -> None:
+        """Queue `request` for `peer`'s `method`; its request id is the delivery key."""
+        key: str = request.request_id  # type: ignore[attr-defined]
+        if not key:
+            raise ValueError("an outbox request needs a request_id: it is how the peer deduplicates")
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        now = self._clock.now()
+        uow.session.execute(
+            insert(self.table).values(
+                message_key=f"{method}:{key}",
+                peer=peer,
+                method=method,
+                payload=request.SerializeToString(deterministic=True),
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                last_error=None,
+                trace_context=json.dumps(carrier) if carrier else None,
+                created_at=now,
+                next_attempt_at=now,
+                delivered_at=None,
+            )
+        )
+
+    def stats(self, database: Database) -> OutboxStats:
+        t = self.table
+        with database.unit_of_work() as uow:
+            rows = uow.session.execute(select(t.c.status, func.count()).group_by(t.c.status)).all()
+            counts: dict[str, int] = {status: count for status, count in rows}
+            oldest = uow.session.execute(
+                select(func.min(t.c.created_at)).where(t.c.status == OutboxStatus.PENDING.value)
+            ).scalar()
+        return OutboxStats(
+            pending=counts.get(OutboxStatus.PENDING.value, 0),
+            delivered=counts.get(OutboxStatus.DELIVERED.value, 0),
+            dead=counts.get(OutboxStatus.DEAD.value, 0),
+            oldest_pending_at=oldest,
+        )
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: int
+    peer: str
+    method: str
+    payload: bytes
+    attempts: int
+    trace_context: str | None
+
+
+class OutboxRelay:
+    """Delivers due outbox messages; `deliver_due()` is one pass, `start()` runs passes in a thread."""
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        peers: Peers,
+        clock: Clock,
+        *,
+        batch_size: int = 100,
+        poll_interval_ms: int = 200,
+        max_backoff_ms: int = 60_000,
+        lease_ms: int = 30_000,
+        base_backoff_ms: int = 100,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._db = database
+        self._table = outbox.table
+        self._peers = peers
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval_ms = poll_interval_ms
+        self._max_backoff_ms = max_backoff_ms
+        self._lease = timedelta(milliseconds=lease_ms)
+        self._base_backoff_ms = base_backoff_ms
+        self._jitter = jitter
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Exponential backoff with jitter: half the ceiling plus up to half again."""
+        ceiling = min(self._max_backoff_ms, self._base_backoff_ms * 2 ** min(attempts - 1, 30))
+        return timedelta(milliseconds=ceiling / 2 + self._jitter() * ceiling / 2)
+
+    def deliver_due(self) -> int:
+        """Claim and deliver one batch of due messages; returns how many were delivered."""
+        delivered = 0
+        for message in self._claim():
+            if self._deliver(message):
+                delivered += 1
+        return delivered
+
+    def _claim(self) -> list[_Claimed]:
+        t = self._table
+        now = self._clock.now()
+        with self._db.unit_of_work() as uow:
+            query = (
+                select(t.c.id, t.c.peer, t.c.method, t.c.payload, t.c.attempts, t.c.trace_context)
+                .where(t.c.status == OutboxStatus.PENDING.value, t.c.next_attempt_at <= now)
+                .order_by(t.c.id)
+                .limit(self._batch_size)
+            )
+            if self._db.supports_skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            rows = [_Claimed(*row) for row in uow.session.execute(query).all()]
+            if rows:
+                uow.session.execute(
+                    update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + self._lease)
+                )
+                uow.commit()
+        return rows
+
+    def _deliver(self, message: _Claimed) -> bool:
+        t = self._table
+        try:
+            self._peers.call_raw(message.peer, message.method, message.payload)
+        except DomainError as error:
+            attempts = message.attempts + 1
+            retryable = error.code in RETRYABLE
+            now = self._clock.now()
+            values: dict[str, object] = {
+                "attempts": attempts,
+                "last_error": f"{error.code.name} {error.reason}: {error.message}"[:2000],
+            }
+            if retryable:
+                values["next_attempt_at"] = now + self.backoff(attempts)
+            else:
+                values["status"] = OutboxStatus.DEAD.value
+            with self._db.unit_of_work() as uow:
+                uow.session.execute(update(t).where(t.c.id == message.id).values(**values))
+                uow.commit()
+            log.warning(
+                "outbox delivery failed",
+                extra={"outbox_id": message.id, "method": message.method, "attempts": attempts,
+                       "reason": error.reason, "will_retry": retryable},
+            )
+            return False
+        with self._db.unit_of_work() as uow:
+            uow.session.execute(
+                update(t)
+                .where(t.c.id == message.id)
+                .values(
+                    status=OutboxStatus.DELIVERED.value,
+                    attempts=message.attempts + 1,
+                    delivered_at=self._clock.now(),
+                    last_error=None,
+                )
+            )
+            uow.commit()
+        return True
+
+    def notify(self) -> None:
+        """Ask the relay thread for a pass now (after a commit that enqueued something)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.deliver_due() > 0
+            except Exception:
+                log.exception("outbox relay pass failed")
+                busy = False
+            if not busy:
+                self._wake.wait(self._poll_interval_ms / 1000)
+                self._wake.clear()

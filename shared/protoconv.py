@@ -1,0 +1,63 @@
+"""Conversions between protobuf well-known types and Python values, used by every entry point."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TypeVar
+
+from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from shared.errors import InvalidArgument
+
+E = TypeVar("E", bound=Enum)
+
+
+def to_timestamp(instant: datetime) -> Timestamp:
+    if instant.tzinfo is None:
+        raise ValueError("naive datetime cannot be sent as a Timestamp")
+    stamp = Timestamp()
+    stamp.FromDatetime(instant.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def optional_timestamp(message: object, field: str) -> datetime | None:
+    """The field's instant, or None when it was not set (proto3 message fields track presence)."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    return from_timestamp(getattr(message, field))
+
+
+def _prefix(wrapper: EnumTypeWrapper) -> str:
+    """buf's enum value prefix: `PointsSource` -> `POINTS_SOURCE_`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", wrapper.DESCRIPTOR.name).upper() + "_"
+
+
+def enum_from_proto(wrapper: EnumTypeWrapper, value: int, domain: type[E], field: str) -> E:
+    """The domain enum member for a proto enum value; UNSPECIFIED or unknown is INVALID_ARGUMENT."""
+    try:
+        name = wrapper.Name(value).removeprefix(_prefix(wrapper))
+    except ValueError:
+        raise InvalidArgument.field(field, f"unknown value {value}", "INVALID_ENUM_VALUE") from None
+    if name not in domain.__members__:
+        allowed = ", ".join(domain.__members__)
+        raise InvalidArgument.field(field, f"must be one of {allowed}", "INVALID_ENUM_VALUE")
+    return domain[name]
+
+
+def enum_to_proto(wrapper: EnumTypeWrapper, member: Enum) -> int:
+    return wrapper.Value(_prefix(wrapper) + member.name)
+
+
+def method_path(file_descriptor: FileDescriptor, service: str, method: str) -> str:
+    """The gRPC path of a method, `/package.Service/Method`, checked against the descriptor."""
+    service_descriptor = file_descriptor.services_by_name[service]
+    service_descriptor.methods_by_name[method]  # KeyError on a typo, at import time
+    return f"/{service_descriptor.full_name}/{method}"

@@ -1,0 +1,169 @@
+"""The one way to serve gRPC.
+
+A synchronous `grpc.server` on a thread pool, with `maximum_concurrent_rpcs` so overload is
+answered with RESOURCE_EXHAUSTED rather than an unbounded queue; domain errors mapped to rich
+statuses; the standard health service, NOT_SERVING until the database answers and again from
+the moment a stop begins; and server reflection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared.errors import DomainError, to_status
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class DomainErrorInterceptor(grpc.ServerInterceptor):
+    """Turns a `DomainError` raised by a handler into its status with ErrorInfo."""
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
+        return handler
+
+
+def _abort(context: grpc.ServicerContext, error: DomainError, method: str) -> None:
+    log.info(
+        "rpc refused",
+        extra={"rpc": method, "code": error.code.name, "reason": error.reason, "detail": error.message},
+    )
+    context.abort_with_status(to_status(error))
+
+
+def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behaviour(request, context)
+        except DomainError as error:
+            _abort(context, error, method)
+        except NotImplementedError:
+            raise  # generated base servicers set UNIMPLEMENTED before raising this
+        except Exception:
+            log.exception("unhandled error in rpc", extra={"rpc": method})
+            raise
+
+    return handle
+
+
+def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behaviour(request, context)
+        except DomainError as error:
+            _abort(context, error, method)
+        except NotImplementedError:
+            raise
+        except Exception:
+            log.exception("unhandled error in rpc", extra={"rpc": method})
+            raise
+
+    return handle
+
+
+class GrpcServer:
+    """A gRPC server with health and reflection, whose health follows a readiness probe."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bind_host: str,
+        port: int,
+        max_workers: int,
+        max_concurrent_rpcs: int,
+        service_names: Sequence[str],
+        readiness_probe: Callable[[], bool],
+        probe_interval_ms: int = 1000,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+    ) -> None:
+        self.name = name
+        self._address = f"{bind_host}:{port}"
+        self._service_names = list(service_names)
+        self._probe = readiness_probe
+        self._probe_interval = probe_interval_ms / 1000
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
+            interceptors=[*interceptors, DomainErrorInterceptor()],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            # Never share a port silently with another process.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopping = threading.Event()
+        self._probe_thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    @property
+    def server(self) -> grpc.Server:
+        return self._server
+
+    def start(self) -> int:
+        reflection.enable_server_reflection([*self._service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self._server)
+        port = self._server.add_insecure_port(self._address)
+        if port == 0:
+            raise RuntimeError(f"{self.name}: cannot listen on {self._address}")
+        self._server.start()
+        self.port = port
+        self.check_readiness()
+        self._probe_thread = threading.Thread(target=self._probe_loop, name=f"{self.name}-health", daemon=True)
+        self._probe_thread.start()
+        log.info("serving", extra={"address": f"{self._address.rsplit(':', 1)[0]}:{port}"})
+        return port
+
+    def check_readiness(self) -> bool:
+        ready = self._probe()
+        if not self._stopping.is_set():
+            self._set_all(
+                health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+        return ready
+
+    def _probe_loop(self) -> None:
+        while not self._stopping.wait(self._probe_interval):
+            try:
+                self.check_readiness()
+            except Exception:
+                log.exception("readiness probe failed")
+
+    def _set_all(self, status: Any) -> None:
+        for service in ["", *self._service_names]:
+            self.health.set(service, status)
+
+    def stop(self, grace_ms: int = 5000) -> None:
+        """Report NOT_SERVING first, so load balancers stop sending, then drain and stop."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace_ms / 1000).wait()
+        if self._probe_thread is not None:
+            self._probe_thread.join(timeout=5)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()

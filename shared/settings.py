@@ -1,0 +1,170 @@
+"""Configuration from environment variables, read in one place.
+
+Every variable the system reads is declared in `SETTINGS` with its default and meaning; the
+README's configuration table is checked against this list by a test. A bad value fails start-up
+with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SERVICES = ("wallet", "points", "promotions", "checkout")
+
+DEFAULT_PORTS = {"wallet": 50051, "points": 50052, "promotions": 50053, "checkout": 50054}
+GATEWAY_DEFAULT_PORT = 8080
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+
+
+def _per_service() -> list[Setting]:
+    rows: list[Setting] = []
+    for svc in SERVICES:
+        up = svc.upper()
+        rows += [
+            Setting(f"{up}_PORT", str(DEFAULT_PORTS[svc]), f"gRPC port of the {svc} service (0 picks a free one)."),
+            Setting(
+                f"{up}_DATABASE_URL",
+                f"sqlite:///var/{svc}.db",
+                f"{svc} database: `sqlite:///path` (embedded default) or `postgresql://user@host/db`.",
+            ),
+            Setting(f"{up}_TARGET", f"127.0.0.1:{DEFAULT_PORTS[svc]}", f"Where peers reach the {svc} service."),
+        ]
+    return rows
+
+
+SETTINGS: tuple[Setting, ...] = (
+    *_per_service(),
+    Setting("GATEWAY_PORT", str(GATEWAY_DEFAULT_PORT), "HTTP port of the gateway."),
+    Setting("GRPC_BIND_HOST", "127.0.0.1", "Interface the gRPC servers listen on (`0.0.0.0` in a pod)."),
+    Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per service."),
+    Setting(
+        "GRPC_MAX_CONCURRENT_RPCS",
+        "64",
+        "RPCs admitted at once per service; more are refused with RESOURCE_EXHAUSTED instead of queueing.",
+    ),
+    Setting("PEER_DEADLINE_MS", "3000", "Deadline of every call to a peer service."),
+    Setting("PEER_RETRY_ATTEMPTS", "3", "Attempts of an idempotent peer call that meets UNAVAILABLE."),
+    Setting("DB_AUTO_MIGRATE", "true", "Apply schema migrations on start (dev); `false` in production, where `migrate` runs them."),
+    Setting("DB_POOL_SIZE", "10", "Connections per service to PostgreSQL."),
+    Setting("HEALTH_PROBE_INTERVAL_MS", "1000", "How often the health service checks the database."),
+    Setting("OUTBOX_POLL_INTERVAL_MS", "200", "How often the outbox relay looks for due messages."),
+    Setting("OUTBOX_BATCH_SIZE", "100", "Messages the relay claims per pass."),
+    Setting("OUTBOX_MAX_BACKOFF_MS", "60000", "Ceiling of the relay's exponential backoff between attempts."),
+    Setting("SHUTDOWN_GRACE_MS", "5000", "Time in-flight RPCs get to finish after SIGTERM."),
+    Setting("LOG_LEVEL", "INFO", "Python log level of every process."),
+    Setting("LOG_FORMAT", "json", "`json` (one object per line, with trace_id/span_id) or `text`."),
+    Setting("POINTS_DEFAULT_EXPIRY_DAYS", "365", "Lifetime of a points lot when its source sets none."),
+    Setting("PROMOTIONS_REWARD_CONTACTS_UPDATED", "50", "Points for updating contact details (once per customer)."),
+    Setting("PROMOTIONS_REWARD_PHOTO_ADDED", "50", "Points for adding a profile photo (once per customer)."),
+    Setting("PROMOTIONS_REWARD_SURVEY_COMPLETED", "100", "Points for completing a survey (once per survey)."),
+    Setting("WALLET_DEFAULT_APR_BPS", "1200", "Default mechanic for customers in no experiment: interest APR in basis points."),
+    Setting(
+        "WALLET_DEFAULT_INTEREST_BASIS",
+        "AVERAGE_DAILY",
+        "Balance basis of the default interest mechanic: `AVERAGE_DAILY` or `MINIMUM_DAILY`.",
+    ),
+    Setting("OTEL_SERVICE_NAME", "<service>", "Service name on traces (defaults to the service's own)."),
+    Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317", "OTLP/gRPC collector endpoint."),
+    Setting("OTEL_TRACES_SAMPLER", "parentbased_always_on", "Standard OpenTelemetry sampler name."),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Env:
+    """Typed access to a mapping of environment variables with the declared defaults."""
+
+    values: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def text(self, name: str) -> str:
+        if name not in _DEFAULTS:
+            raise SettingsError(f"{name} is not a declared setting")
+        return self.values.get(name, _DEFAULTS[name]).strip()
+
+    def integer(self, name: str, *, minimum: int = 0) -> int:
+        raw = self.text(name)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = self.text(name).lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything one service process needs to start."""
+
+    service: str
+    port: int
+    bind_host: str
+    database_url: str
+    auto_migrate: bool
+    db_pool_size: int
+    max_workers: int
+    max_concurrent_rpcs: int
+    peer_targets: Mapping[str, str]
+    peer_deadline_ms: int
+    peer_retry_attempts: int
+    health_probe_interval_ms: int
+    outbox_poll_interval_ms: int
+    outbox_batch_size: int
+    outbox_max_backoff_ms: int
+    shutdown_grace_ms: int
+    log_level: str
+    log_format: str
+    env: Env
+
+    @classmethod
+    def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        if service not in SERVICES:
+            raise SettingsError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+        env = Env(dict(os.environ) if environ is None else environ)
+        up = service.upper()
+        log_format = env.text("LOG_FORMAT").lower()
+        if log_format not in ("json", "text"):
+            raise SettingsError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+        return cls(
+            service=service,
+            port=env.integer(f"{up}_PORT"),
+            bind_host=env.text("GRPC_BIND_HOST"),
+            database_url=env.text(f"{up}_DATABASE_URL"),
+            auto_migrate=env.flag("DB_AUTO_MIGRATE"),
+            db_pool_size=env.integer("DB_POOL_SIZE", minimum=1),
+            max_workers=env.integer("GRPC_MAX_WORKERS", minimum=1),
+            max_concurrent_rpcs=env.integer("GRPC_MAX_CONCURRENT_RPCS", minimum=1),
+            peer_targets={p: env.text(f"{p.upper()}_TARGET") for p in SERVICES if p != service},
+            peer_deadline_ms=env.integer("PEER_DEADLINE_MS", minimum=1),
+            peer_retry_attempts=env.integer("PEER_RETRY_ATTEMPTS", minimum=1),
+            health_probe_interval_ms=env.integer("HEALTH_PROBE_INTERVAL_MS", minimum=10),
+            outbox_poll_interval_ms=env.integer("OUTBOX_POLL_INTERVAL_MS", minimum=10),
+            outbox_batch_size=env.integer("OUTBOX_BATCH_SIZE", minimum=1),
+            outbox_max_backoff_ms=env.integer("OUTBOX_MAX_BACKOFF_MS", minimum=10),
+            shutdown_grace_ms=env.integer("SHUTDOWN_GRACE_MS"),
+            log_level=env.text("LOG_LEVEL").upper(),
+            log_format=log_format,
+            env=env,
+        )

@@ -1,0 +1,114 @@
+"""`make run` as a user runs it: four real processes, health, demo data, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from loyalty.points.v1 import points_pb2, points_pb2_grpc
+from shared.launcher import health
+from tests.harness import Databases, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("wallet", "points", "promotions", "checkout")
+
+
+def launcher_env(databases: Databases) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in SERVICES:
+        port = free_port()
+        env[f"{name.upper()}_PORT"] = str(port)
+        env[f"{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
+        env[f"{name.upper()}_DATABASE_URL"] = databases.new(name)
+    env["HEALTH_PROBE_INTERVAL_MS"] = "100"
+    return env
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str, seconds: int = 90) -> list[str]:
+    seen: list[str] = []
+    end = time.monotonic() + seconds
+    assert process.stdout is not None
+    while time.monotonic() < end:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} not printed; output was:\n{''.join(seen)}")
+
+
+def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases: Databases) -> None:
+    env = launcher_env(databases)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.launcher"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_for_line(process, "Ctrl-C stops everything")
+        for name in SERVICES:
+            assert health(env[f"{name.upper()}_TARGET"]) == "SERVING", name
+        with grpc.insecure_channel(env["POINTS_TARGET"]) as channel:
+            balance = points_pb2_grpc.PointsServiceStub(channel).GetBalance(
+                points_pb2.GetBalanceRequest(customer_id="demo-customer"), timeout=5
+            )
+        assert balance.available == 500
+        status = subprocess.run(
+            [sys.executable, "-m", "shared.launcher", "status"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("SERVING") == 4
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "all services stopped" in rest
+    for name in SERVICES:
+        assert health(env[f"{name.upper()}_TARGET"], timeout=0.5) == "UNAVAILABLE", name
+
+
+def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Databases) -> None:
+    env = launcher_env(databases)
+    for _ in range(2):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.launcher"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        try:
+            wait_for_line(process, "Ctrl-C stops everything")
+            with grpc.insecure_channel(env["POINTS_TARGET"]) as channel:
+                balance = points_pb2_grpc.PointsServiceStub(channel).GetBalance(
+                    points_pb2.GetBalanceRequest(customer_id="demo-customer"), timeout=5
+                )
+            assert balance.available == 500
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=60)
+        assert process.returncode == 0
+
+
+def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:
+    port = free_port()
+    env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
+    process = subprocess.Popen([sys.executable, "-m", "services.points"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 60
+        while health(f"127.0.0.1:{port}") != "SERVING":
+            assert time.monotonic() < end and process.poll() is None, "points never became SERVING"
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=30)
+    assert process.returncode == 0, log
+    assert '"message": "stopped"' in log  # JSON logs by default

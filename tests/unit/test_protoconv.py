@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loyalty.points.v1 import points_pb2
+from services.points.domain.lots import PointsSource
+from shared.errors import InvalidArgument
+from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, method_path, to_timestamp
+
+
+@given(st.sampled_from(list(PointsSource)))
+def test_every_points_source_maps_both_ways(source: PointsSource) -> None:
+    value = enum_to_proto(points_pb2.PointsSource, source)
+    assert enum_from_proto(points_pb2.PointsSource, value, PointsSource, "source") is source
+
+
+def test_unspecified_and_unknown_enum_values_are_invalid_arguments() -> None:
+    with pytest.raises(InvalidArgument) as unspecified:
+        enum_from_proto(points_pb2.PointsSource, 0, PointsSource, "source")
+    assert unspecified.value.field_violations[0].field == "source"
+    with pytest.raises(InvalidArgument, match="unknown value 999"):
+        enum_from_proto(points_pb2.PointsSource, 999, PointsSource, "source")
+
+
+def test_a_proto_value_the_domain_does_not_know_is_refused() -> None:
+    class OnlyPurchase(StrEnum):
+        PURCHASE = "PURCHASE"
+
+    with pytest.raises(InvalidArgument, match="must be one of PURCHASE"):
+        enum_from_proto(points_pb2.PointsSource, points_pb2.POINTS_SOURCE_SURVEY, OnlyPurchase, "source")
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
+def test_timestamps_round_trip_to_the_microsecond(instant: datetime) -> None:
+    assert from_timestamp(to_timestamp(instant)) == instant
+
+
+def test_method_path_is_checked_against_the_descriptor() -> None:
+    assert method_path(points_pb2.DESCRIPTOR, "PointsService", "CreditPoints") == (
+        "/loyalty.points.v1.PointsService/CreditPoints"
+    )
+    with pytest.raises(KeyError):
+        method_path(points_pb2.DESCRIPTOR, "PointsService", "CreditPoint")
