@@ -146,8 +146,13 @@ class ServiceApp:
 
 def main(service: str, build: Callable[[ServiceSettings], ServiceApp], argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}", description=f"The {service} service.")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"],
-                        help="serve: run the gRPC server (default); migrate: apply schema migrations and exit")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate"],
+        help="serve: run the gRPC server (default); migrate: apply schema migrations and exit",
+    )
     args = parser.parse_args(argv)
     try:
         settings = ServiceSettings.from_env(service)

@@ -143,7 +143,8 @@ def to_status(error: DomainError) -> grpc.Status:
             ]
         )
         status.details.add().Pack(bad_request)
-    return rpc_status.to_status(status)
+    rich: grpc.Status = rpc_status.to_status(status)
+    return rich
 
 
 def from_rpc_error(error: grpc.RpcError) -> DomainError:
@@ -152,7 +153,8 @@ def from_rpc_error(error: grpc.RpcError) -> DomainError:
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     details = call.details() if call is not None else None
     message = details if details is not None else str(error)
-    reason, domain, metadata = _default_reason(code), ERROR_DOMAIN, {}
+    reason, domain = _default_reason(code), ERROR_DOMAIN
+    metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
     status = rpc_status.from_call(call) if call is not None else None
     if status is not None:
@@ -164,9 +166,7 @@ def from_rpc_error(error: grpc.RpcError) -> DomainError:
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
-                violations.extend(
-                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                )
+                violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
     kind = _KIND_BY_CODE.get(code, Internal)
     return kind(reason, message, metadata=metadata, field_violations=violations, domain=domain)
 
@@ -177,4 +177,4 @@ def _default_reason(code: grpc.StatusCode) -> str:
 
 
 # Keep google.rpc.Code and grpc.StatusCode in step: grpc_status checks the integer code.
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

@@ -34,7 +34,7 @@ def request_fingerprint(request: Message) -> str:
     """SHA-256 of the request without its request id, in deterministic wire form."""
     copy = type(request)()
     copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
+    copy.ClearField("request_id")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -103,9 +103,7 @@ class Idempotency:
         return None if row is None else (row[0], row[1])
 
     @staticmethod
-    def _replay(
-        stored: tuple[str, bytes | None], fingerprint: str, response_type: type[R], request_id: str
-    ) -> R:
+    def _replay(stored: tuple[str, bytes | None], fingerprint: str, response_type: type[R], request_id: str) -> R:
         stored_hash, payload = stored
         if stored_hash != fingerprint:
             raise AlreadyExists(

@@ -1,7 +1,7 @@
 """`make run`: every service as its own process on the embedded default (SQLite under var/).
 
-    python -m shared.launcher          start everything, seed demo data, wait for Ctrl-C
-    python -m shared.launcher status   health of each service on its configured address
+python -m shared.launcher          start everything, seed demo data, wait for Ctrl-C
+python -m shared.launcher status   health of each service on its configured address
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
 from shared.errors import DomainError, from_rpc_error
 from shared.settings import Env
 
@@ -144,8 +144,9 @@ def status(env: Env) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.launcher", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.launcher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", nargs="?", default="run", choices=["run", "status"])
     args = parser.parse_args(argv)
     env = Env()
@@ -154,5 +155,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -205,8 +205,13 @@ class OutboxRelay:
                 uow.commit()
             log.warning(
                 "outbox delivery failed",
-                extra={"outbox_id": message.id, "method": message.method, "attempts": attempts,
-                       "reason": error.reason, "will_retry": retryable},
+                extra={
+                    "outbox_id": message.id,
+                    "method": message.method,
+                    "attempts": attempts,
+                    "reason": error.reason,
+                    "will_retry": retryable,
+                },
             )
             return False
         with self._db.unit_of_work() as uow:

@@ -101,7 +101,7 @@ class Peers:
 
     def call_raw(self, peer: str, method: str, payload: bytes, *, deadline_ms: int | None = None) -> bytes:
         """Call a method by its full name with an already serialized request (outbox relay)."""
-        callable_ = self.channel(peer).unary_unary(method)
+        callable_: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel(peer).unary_unary(method)
         try:
             response: bytes = callable_(payload, timeout=(deadline_ms or self._deadline_ms) / 1000)
         except grpc.RpcError as rpc_error:

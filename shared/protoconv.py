@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FileDescriptor
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.errors import InvalidArgument
@@ -35,12 +34,12 @@ def optional_timestamp(message: object, field: str) -> datetime | None:
     return from_timestamp(getattr(message, field))
 
 
-def _prefix(wrapper: EnumTypeWrapper) -> str:
+def _prefix(wrapper: Any) -> str:
     """buf's enum value prefix: `PointsSource` -> `POINTS_SOURCE_`."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", wrapper.DESCRIPTOR.name).upper() + "_"
 
 
-def enum_from_proto(wrapper: EnumTypeWrapper, value: int, domain: type[E], field: str) -> E:
+def enum_from_proto(wrapper: Any, value: int, domain: type[E], field: str) -> E:
     """The domain enum member for a proto enum value; UNSPECIFIED or unknown is INVALID_ARGUMENT."""
     try:
         name = wrapper.Name(value).removeprefix(_prefix(wrapper))
@@ -52,7 +51,9 @@ def enum_from_proto(wrapper: EnumTypeWrapper, value: int, domain: type[E], field
     return domain[name]
 
 
-def enum_to_proto(wrapper: EnumTypeWrapper, member: Enum) -> int:
+def enum_to_proto(wrapper: Any, member: Enum) -> Any:
+    """The proto enum value of a domain member (typed Any: each generated enum has its own
+    `ValueType`, which is what the message constructors expect)."""
     return wrapper.Value(_prefix(wrapper) + member.name)
 
 

@@ -124,7 +124,9 @@ class GrpcServer:
         return self._server
 
     def start(self) -> int:
-        reflection.enable_server_reflection([*self._service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self._server)
+        reflection.enable_server_reflection(
+            [*self._service_names, HEALTH_SERVICE, reflection.SERVICE_NAME], self._server
+        )
         port = self._server.add_insecure_port(self._address)
         if port == 0:
             raise RuntimeError(f"{self.name}: cannot listen on {self._address}")

@@ -56,7 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("PEER_DEADLINE_MS", "3000", "Deadline of every call to a peer service."),
     Setting("PEER_RETRY_ATTEMPTS", "3", "Attempts of an idempotent peer call that meets UNAVAILABLE."),
-    Setting("DB_AUTO_MIGRATE", "true", "Apply schema migrations on start (dev); `false` in production, where `migrate` runs them."),
+    Setting(
+        "DB_AUTO_MIGRATE",
+        "true",
+        "Apply schema migrations on start (dev); `false` in production, where `migrate` runs them.",
+    ),
     Setting("DB_POOL_SIZE", "10", "Connections per service to PostgreSQL."),
     Setting("HEALTH_PROBE_INTERVAL_MS", "1000", "How often the health service checks the database."),
     Setting("OUTBOX_POLL_INTERVAL_MS", "200", "How often the outbox relay looks for due messages."),
@@ -69,7 +73,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROMOTIONS_REWARD_CONTACTS_UPDATED", "50", "Points for updating contact details (once per customer)."),
     Setting("PROMOTIONS_REWARD_PHOTO_ADDED", "50", "Points for adding a profile photo (once per customer)."),
     Setting("PROMOTIONS_REWARD_SURVEY_COMPLETED", "100", "Points for completing a survey (once per survey)."),
-    Setting("WALLET_DEFAULT_APR_BPS", "1200", "Default mechanic for customers in no experiment: interest APR in basis points."),
+    Setting(
+        "WALLET_DEFAULT_APR_BPS",
+        "1200",
+        "Default mechanic for customers in no experiment: interest APR in basis points.",
+    ),
     Setting(
         "WALLET_DEFAULT_INTEREST_BASIS",
         "AVERAGE_DAILY",

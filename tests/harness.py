@@ -59,7 +59,7 @@ class Databases:
             return f"sqlite:///{self._tmp / f'{service}-{uuid.uuid4().hex[:8]}.db'}"
         name = f"test_{service}_{uuid.uuid4().hex[:12]}"
         with self._admin() as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            connection.execute(f'CREATE DATABASE "{name}"')
         self._created.append(name)
         return make_url(normalise_url(self._server)).set(database=name).render_as_string(hide_password=False)
 
@@ -79,18 +79,16 @@ class Databases:
         """Stop (or restart) a PostgreSQL database answering: the 'database is down' of tests."""
         name = make_url(url).database
         with self._admin() as connection:
-            connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(accepting).lower()}')  # type: ignore[arg-type]
+            connection.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(accepting).lower()}')
             if not accepting:
-                connection.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                )
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
 
     def drop_all(self) -> None:
         if not self._created:
             return
         with self._admin() as connection:
             for name in self._created:
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self._created.clear()
 
 
@@ -182,5 +180,3 @@ class Harness:
         for svc in reversed(self._all):
             svc.stop()
         self.running.clear()
-
-

@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from loyalty.promotions.v1 import experiments_pb2_grpc, promotions_pb2_grpc
 
-from loyalty.promotions.v1 import promotions_pb2_grpc
 from services.promotions.adapters.tables import runtime_tables
 from services.promotions.domain.profile_actions import ProfileRewards
-from services.promotions.entrypoints.grpc_api import SERVICE_NAME, PromotionsServicer
+from services.promotions.entrypoints.grpc_api import (
+    EXPERIMENTS_SERVICE_NAME,
+    SERVICE_NAME,
+    ExperimentsServicer,
+    PromotionsServicer,
+)
 from services.promotions.service_layer.profile_rewards import ProfileRewardsService
 from shared.app import Runtime, ServiceApp
 from shared.clock import Clock
@@ -27,11 +32,16 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         survey_completed=env.integer("PROMOTIONS_REWARD_SURVEY_COMPLETED"),
     )
     runtime = Runtime.create(settings, runtime_tables, clock=clock, telemetry=telemetry)
-    servicer = PromotionsServicer(
+    servicer = PromotionsServicer(  # type: ignore[abstract]  # RPCs of later issues answer UNIMPLEMENTED
         ProfileRewardsService(rewards, runtime.outbox, runtime.clock), runtime.idempotency, runtime.relay
     )
 
+    experiments = ExperimentsServicer()  # type: ignore[abstract]  # answers UNIMPLEMENTED until issue #8
+
     def register(server: grpc.Server) -> None:
         promotions_pb2_grpc.add_PromotionsServiceServicer_to_server(servicer, server)
+        experiments_pb2_grpc.add_ExperimentsServiceServicer_to_server(experiments, server)
 
-    return ServiceApp(runtime, register=register, service_names=[SERVICE_NAME], migrations=MIGRATIONS)
+    return ServiceApp(
+        runtime, register=register, service_names=[SERVICE_NAME, EXPERIMENTS_SERVICE_NAME], migrations=MIGRATIONS
+    )

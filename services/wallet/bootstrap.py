@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-
 from loyalty.wallet.v1 import wallet_pb2_grpc
+
 from services.wallet.adapters.tables import runtime_tables
 from services.wallet.domain.mechanics import InterestBasis, default_interest
 from services.wallet.entrypoints.grpc_api import SERVICE_NAME, WalletServicer
@@ -25,7 +25,7 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         raise SettingsError(f"WALLET_DEFAULT_INTEREST_BASIS must be AVERAGE_DAILY or MINIMUM_DAILY, got {basis_name!r}")
     default = default_interest(settings.env.integer("WALLET_DEFAULT_APR_BPS", minimum=1), InterestBasis(basis_name))
     runtime = Runtime.create(settings, runtime_tables, clock=clock, telemetry=telemetry)
-    servicer = WalletServicer(Accounts(runtime.db, runtime.clock, default), runtime.idempotency)
+    servicer = WalletServicer(Accounts(runtime.db, runtime.clock, default), runtime.idempotency)  # type: ignore[abstract]  # RPCs of later issues answer UNIMPLEMENTED
 
     def register(server: grpc.Server) -> None:
         wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, server)

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import grpc
-
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
+
 from shared.launcher import health
 from tests.harness import Databases, free_port
 
@@ -64,7 +64,12 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
             )
         assert balance.available == 500
         status = subprocess.run(
-            [sys.executable, "-m", "shared.launcher", "status"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+            [sys.executable, "-m", "shared.launcher", "status"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 4
@@ -81,8 +86,12 @@ def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Datab
     env = launcher_env(databases)
     for _ in range(2):
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.launcher"], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [sys.executable, "-m", "shared.launcher"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
             wait_for_line(process, "Ctrl-C stops everything")
@@ -100,8 +109,14 @@ def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Datab
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:
     port = free_port()
     env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
-    process = subprocess.Popen([sys.executable, "-m", "services.points"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.points"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         end = time.monotonic() + 60
         while health(f"127.0.0.1:{port}") != "SERVING":

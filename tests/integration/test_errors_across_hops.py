@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from loyalty.checkout.v1 import checkout_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
-from loyalty.promotions.v1 import promotions_pb2
+from loyalty.promotions.v1 import experiments_pb2, promotions_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
 from shared.errors import InvalidArgument, NotFound, PeerUnavailable
 from shared.peers import Peers
 from tests.harness import UNREACHABLE, RunningService
@@ -40,7 +40,6 @@ def test_not_found_with_metadata(platform: dict[str, RunningService]) -> None:
 def test_raw_grpc_clients_see_the_canonical_code_and_error_info(platform: dict[str, RunningService]) -> None:
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
-
     from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
 
     stub = promotions_pb2_grpc.PromotionsServiceStub(platform["promotions"].channel())
@@ -84,12 +83,14 @@ IMPLEMENTED = {
     "loyalty.points.v1.PointsService": {"CreditPoints", "GetBalance"},
     "loyalty.wallet.v1.WalletService": {"OpenWallet", "GetWallet"},
     "loyalty.promotions.v1.PromotionsService": {"RecordProfileAction"},
+    "loyalty.promotions.v1.ExperimentsService": set(),
     "loyalty.checkout.v1.CheckoutService": set(),
 }
 FILES = {
     "loyalty.points.v1.PointsService": ("points", points_pb2.DESCRIPTOR),
     "loyalty.wallet.v1.WalletService": ("wallet", wallet_pb2.DESCRIPTOR),
     "loyalty.promotions.v1.PromotionsService": ("promotions", promotions_pb2.DESCRIPTOR),
+    "loyalty.promotions.v1.ExperimentsService": ("promotions", experiments_pb2.DESCRIPTOR),
     "loyalty.checkout.v1.CheckoutService": ("checkout", checkout_pb2.DESCRIPTOR),
 }
 
@@ -102,7 +103,7 @@ def test_rpcs_of_later_issues_answer_unimplemented(platform: dict[str, RunningSe
         for method in descriptor.methods:
             if method.name in IMPLEMENTED[full_name] or method.client_streaming or method.server_streaming:
                 continue
-            call = channel.unary_unary(f"/{full_name}/{method.name}")
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{full_name}/{method.name}")
             with pytest.raises(grpc.RpcError) as raised:
                 call(b"", timeout=5)
             assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED, f"{full_name}/{method.name}"

@@ -96,7 +96,7 @@ def test_rpcs_beyond_the_concurrency_limit_get_resource_exhausted() -> None:
     )
     port = server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    call = channel.unary_unary("/test.Slow/Call")
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Slow/Call")
     try:
         in_flight = [call.future(b"x", timeout=10) for _ in range(2)]
         time.sleep(0.3)

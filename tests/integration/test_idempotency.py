@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
+
 from shared.errors import AlreadyExists, InvalidArgument, from_rpc_error
 from tests.harness import RunningService
 

@@ -24,7 +24,9 @@ def test_migrations_match_the_tables_and_downgrade_cleanly(service: str, databas
     try:
         upgrade(database, bootstrap.MIGRATIONS)
         with database.engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), tables.metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(connection, opts={"compare_type": True}), tables.metadata
+            )
         assert diff == [], f"{service}: migrations and tables disagree: {diff}"
         command.downgrade(alembic_config(bootstrap.MIGRATIONS, database), "base")
         assert set(inspect(database.engine).get_table_names()) <= {"alembic_version"}

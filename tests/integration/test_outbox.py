@@ -7,16 +7,18 @@ import time
 from datetime import timedelta
 
 import pytest
-
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
+
 from services.promotions.adapters import points_peer
 from shared.clock import ManualClock
 from shared.outbox import OutboxStatus
 from tests.harness import Harness, RunningService, free_port
 
 
-def record_contacts_updated(promotions: RunningService, request_id: str = "act-1") -> promotions_pb2.RecordProfileActionResponse:
+def record_contacts_updated(
+    promotions: RunningService, request_id: str = "act-1"
+) -> promotions_pb2.RecordProfileActionResponse:
     stub = promotions_pb2_grpc.PromotionsServiceStub(promotions.channel())
     return stub.RecordProfileAction(
         promotions_pb2.RecordProfileActionRequest(

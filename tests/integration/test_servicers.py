@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import grpc
 import grpc_testing
-
 from loyalty.points.v1 import points_pb2
+
 from services.points.adapters.tables import runtime_tables
 from services.points.entrypoints.grpc_api import PointsServicer
 from services.points.service_layer.ledger import Ledger
@@ -24,7 +24,7 @@ def test_credit_then_balance_through_the_servicer(databases: Databases, clock: M
 
     runtime = Runtime.create(service_settings("points", databases.new("points"), {}), runtime_tables, clock=clock)
     upgrade(runtime.db, MIGRATIONS)
-    servicer = PointsServicer(Ledger(runtime.db, clock, timedelta(days=365)), runtime.idempotency)
+    servicer = PointsServicer(Ledger(runtime.db, clock, timedelta(days=365)), runtime.idempotency)  # type: ignore[abstract]  # RPCs of later issues answer UNIMPLEMENTED
     server = grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time())
 
     def invoke(method: str, request: object) -> tuple[object, grpc.StatusCode]:
@@ -35,7 +35,11 @@ def test_credit_then_balance_through_the_servicer(databases: Databases, clock: M
     response, code = invoke(
         "CreditPoints",
         points_pb2.CreditPointsRequest(
-            request_id="r-1", customer_id="c-1", points=300, source=points_pb2.POINTS_SOURCE_SURVEY, reference="survey:1"
+            request_id="r-1",
+            customer_id="c-1",
+            points=300,
+            source=points_pb2.POINTS_SOURCE_SURVEY,
+            reference="survey:1",
         ),
     )
     assert code is grpc.StatusCode.OK

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from hypothesis import given
@@ -20,7 +22,7 @@ from shared.errors import (
 )
 
 
-class _FakeCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class _FakeCall(grpc.RpcError, grpc.Call):
     """What a client sees: code, details and the trailing metadata that carries the status."""
 
     def __init__(self, status: grpc.Status) -> None:
@@ -32,7 +34,7 @@ class _FakeCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     def details(self) -> str:
         return self._status.details
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+    def trailing_metadata(self) -> Any:
         return tuple(self._status.trailing_metadata)
 
     def initial_metadata(self) -> tuple[()]:
@@ -41,7 +43,7 @@ class _FakeCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     def is_active(self) -> bool:
         return False
 
-    def time_remaining(self) -> None:
+    def time_remaining(self) -> Any:
         return None
 
     def cancel(self) -> bool:
@@ -55,7 +57,12 @@ reasons = st.from_regex(r"[A-Z][A-Z0-9_]{0,30}[A-Z0-9]", fullmatch=True)
 kinds = st.sampled_from([InvalidArgument, NotFound, FailedPrecondition, AlreadyExists])
 
 
-@given(kind=kinds, reason=reasons, message=st.text(max_size=80), meta=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=3))
+@given(
+    kind=kinds,
+    reason=reasons,
+    message=st.text(max_size=80),
+    meta=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=3),
+)
 def test_status_round_trip_keeps_kind_reason_message_and_metadata(
     kind: type[DomainError], reason: str, message: str, meta: dict[str, str]
 ) -> None:

@@ -6,8 +6,8 @@ from enum import StrEnum
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from loyalty.points.v1 import points_pb2
+
 from services.points.domain.lots import PointsSource
 from shared.errors import InvalidArgument
 from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, method_path, to_timestamp
@@ -35,7 +35,8 @@ def test_a_proto_value_the_domain_does_not_know_is_refused() -> None:
         enum_from_proto(points_pb2.PointsSource, points_pb2.POINTS_SOURCE_SURVEY, OnlyPurchase, "source")
 
 
-@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
+# hypothesis takes naive bounds and attaches the zone itself
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))  # noqa: DTZ001
 def test_timestamps_round_trip_to_the_microsecond(instant: datetime) -> None:
     assert from_timestamp(to_timestamp(instant)) == instant
 

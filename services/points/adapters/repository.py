@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from services.points.adapters.tables import Entry, Lot
 from services.points.domain.lots import LotStatus, LotView
@@ -24,9 +24,9 @@ class LotRepository:
         rows = self._session.exec(
             select(Lot).where(
                 Lot.customer_id == customer_id,
-                Lot.status.in_([LotStatus.PENDING.value, LotStatus.AVAILABLE.value]),  # type: ignore[attr-defined]
+                col(Lot.status).in_([LotStatus.PENDING.value, LotStatus.AVAILABLE.value]),
                 Lot.remaining > 0,
-                Lot.expires_at > now,  # type: ignore[arg-type]
+                col(Lot.expires_at) > now,
             )
         ).all()
         return [LotView(remaining=r.remaining, status=LotStatus(r.status), expires_at=r.expires_at) for r in rows]

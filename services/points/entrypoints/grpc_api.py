@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
+
 from services.points.adapters.tables import Lot
 from services.points.domain.lots import CreditRequest, LotStatus, PointsSource
 from services.points.service_layer.ledger import Ledger
@@ -52,9 +52,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         def effect(uow: UnitOfWork) -> points_pb2.CreditPointsResponse:
             return points_pb2.CreditPointsResponse(lot=lot_to_proto(self._ledger.credit(uow, credit)))
 
-        return self._idempotency.run(
-            "PointsService/CreditPoints", request, points_pb2.CreditPointsResponse, effect
-        )
+        return self._idempotency.run("PointsService/CreditPoints", request, points_pb2.CreditPointsResponse, effect)
 
     def GetBalance(
         self, request: points_pb2.GetBalanceRequest, context: grpc.ServicerContext
@@ -66,7 +64,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             pending=balance.pending,
             held=balance.held,
             expiring=[
-                points_pb2.ExpiringPoints(points=points, expires_at=to_timestamp(at))
-                for at, points in balance.expiring
+                points_pb2.ExpiringPoints(points=points, expires_at=to_timestamp(at)) for at, points in balance.expiring
             ],
         )

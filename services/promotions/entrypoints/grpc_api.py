@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from loyalty.promotions.v1 import experiments_pb2, experiments_pb2_grpc, promotions_pb2, promotions_pb2_grpc
 
-from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
 from services.promotions.domain.profile_actions import ProfileAction
 from services.promotions.service_layer.profile_rewards import ProfileRewardsService
 from shared.db import UnitOfWork
@@ -13,6 +13,7 @@ from shared.outbox import OutboxRelay
 from shared.protoconv import enum_from_proto
 
 SERVICE_NAME = promotions_pb2.DESCRIPTOR.services_by_name["PromotionsService"].full_name
+EXPERIMENTS_SERVICE_NAME = experiments_pb2.DESCRIPTOR.services_by_name["ExperimentsService"].full_name
 
 
 class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
@@ -37,3 +38,8 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
         )
         self._relay.notify()
         return response
+
+
+class ExperimentsServicer(experiments_pb2_grpc.ExperimentsServiceServicer):
+    """Served by the Promotions process on its database; every RPC is UNIMPLEMENTED until the
+    experiments issue lands."""

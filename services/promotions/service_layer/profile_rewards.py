@@ -37,7 +37,9 @@ class ProfileRewardsService:
         validate_customer_id(customer_id)
         key = once_key(action, survey_id)
         already = select(ProfileReward).where(
-            ProfileReward.customer_id == customer_id, ProfileReward.action == action.value, ProfileReward.survey_id == key
+            ProfileReward.customer_id == customer_id,
+            ProfileReward.action == action.value,
+            ProfileReward.survey_id == key,
         )
         if uow.session.exec(already).first() is not None:
             return RewardOutcome(points_awarded=0, already_rewarded=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
-
 from loyalty.common.v1 import mechanic_pb2, money_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+
 from services.wallet.adapters.tables import Wallet
 from services.wallet.domain.mechanics import CashbackMechanic, InterestMechanic, Mechanic
 from services.wallet.domain.wallets import WalletStatus
@@ -68,6 +68,3 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.GetWalletRequest, context: grpc.ServicerContext
     ) -> wallet_pb2.GetWalletResponse:
         return wallet_pb2.GetWalletResponse(wallet=self._to_proto(self._accounts.get(request.customer_id)))
-
-
-

@@ -45,7 +45,9 @@ class Accounts:
         with self._db.unit_of_work() as uow:
             wallet = WalletRepository(uow.session).by_customer(customer_id)
         if wallet is None:
-            raise NotFound("WALLET_NOT_FOUND", f"customer {customer_id} has no wallet", metadata={"customer_id": customer_id})
+            raise NotFound(
+                "WALLET_NOT_FOUND", f"customer {customer_id} has no wallet", metadata={"customer_id": customer_id}
+            )
         return wallet
 
     def mechanic_of(self, customer_id: str) -> Mechanic:
