@@ -31,10 +31,12 @@ def targets(env: Env) -> dict[str, str]:
     return {name: env.text(f"{name.upper()}_TARGET") for name in START_ORDER}
 
 
-def health(target: str, timeout: float = 1.0) -> str:
+def health(target: str, timeout_ms: int = 1000) -> str:
     with grpc.insecure_channel(target) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_ms / 1000
+            )
         except grpc.RpcError as error:
             return error.code().name
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -44,8 +46,9 @@ def wait_for_line(process: subprocess.Popen[str], text: str, seconds: int = 90) 
     raise AssertionError(f"{text!r} not printed; output was:\n{''.join(seen)}")
 
 
-def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases: Databases) -> None:
-    env = launcher_env(databases)
+@contextmanager
+def launched(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`make run` as a user runs it; on leaving, Ctrl-C and wait for a clean exit."""
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.launcher"],
         cwd=ROOT,
@@ -56,13 +59,28 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
     )
     try:
         wait_for_line(process, "Ctrl-C stops everything")
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "all services stopped" in rest
+
+
+def demo_points(env: dict[str, str]) -> int:
+    with grpc.insecure_channel(env["POINTS_TARGET"]) as channel:
+        balance = points_pb2_grpc.PointsServiceStub(channel).GetBalance(
+            points_pb2.GetBalanceRequest(customer_id="demo-customer"), timeout=5
+        )
+    return balance.available
+
+
+def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases: Databases) -> None:
+    env = launcher_env(databases)
+    with launched(env):
         for name in SERVICES:
             assert health(env[f"{name.upper()}_TARGET"]) == "SERVING", name
-        with grpc.insecure_channel(env["POINTS_TARGET"]) as channel:
-            balance = points_pb2_grpc.PointsServiceStub(channel).GetBalance(
-                points_pb2.GetBalanceRequest(customer_id="demo-customer"), timeout=5
-            )
-        assert balance.available == 500
+        assert demo_points(env) == 500
         status = subprocess.run(
             [sys.executable, "-m", "shared.launcher", "status"],
             cwd=ROOT,
@@ -73,37 +91,15 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
         )
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 4
-    finally:
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0
-    assert "all services stopped" in rest
     for name in SERVICES:
-        assert health(env[f"{name.upper()}_TARGET"], timeout=0.5) == "UNAVAILABLE", name
+        assert health(env[f"{name.upper()}_TARGET"], timeout_ms=500) == "UNAVAILABLE", name
 
 
 def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Databases) -> None:
     env = launcher_env(databases)
     for _ in range(2):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.launcher"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            wait_for_line(process, "Ctrl-C stops everything")
-            with grpc.insecure_channel(env["POINTS_TARGET"]) as channel:
-                balance = points_pb2_grpc.PointsServiceStub(channel).GetBalance(
-                    points_pb2.GetBalanceRequest(customer_id="demo-customer"), timeout=5
-                )
-            assert balance.available == 500
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.communicate(timeout=60)
-        assert process.returncode == 0
+        with launched(env):
+            assert demo_points(env) == 500
 
 
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:

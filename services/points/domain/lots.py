@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.errors import InvalidArgument
+from shared.validation import validate_customer_id
 
 MAX_CREDIT = 100_000_000  # points in one credit; far above any real reward, guards typos
-MAX_CUSTOMER_ID = 64
 MAX_REFERENCE = 128
 
 
@@ -64,15 +64,6 @@ class Balance:
     pending: int
     held: int
     expiring: tuple[tuple[datetime, int], ...]
-
-
-def validate_customer_id(customer_id: str) -> None:
-    if not customer_id.strip():
-        raise InvalidArgument.field("customer_id", "is required", "CUSTOMER_ID_REQUIRED")
-    if len(customer_id) > MAX_CUSTOMER_ID:
-        raise InvalidArgument.field(
-            "customer_id", f"must be at most {MAX_CUSTOMER_ID} characters", "INVALID_CUSTOMER_ID"
-        )
 
 
 def validate_credit(request: CreditRequest, now: datetime) -> None:

@@ -14,11 +14,11 @@ from services.points.domain.lots import (
     balance_of,
     expiry_of,
     validate_credit,
-    validate_customer_id,
 )
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
+from shared.validation import validate_customer_id
 
 MAX_EXPIRING_WINDOW_DAYS = 3650
 

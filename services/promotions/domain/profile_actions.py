@@ -8,7 +8,6 @@ from enum import StrEnum
 from shared.errors import InvalidArgument
 
 MAX_SURVEY_ID = 64
-MAX_CUSTOMER_ID = 64
 
 
 class ProfileAction(StrEnum):
@@ -49,12 +48,3 @@ def once_key(action: ProfileAction, survey_id: str) -> str:
     if survey_id:
         raise InvalidArgument.field("survey_id", f"must be empty for {action.value}", "SURVEY_ID_NOT_ALLOWED")
     return ""
-
-
-def validate_customer_id(customer_id: str) -> None:
-    if not customer_id.strip():
-        raise InvalidArgument.field("customer_id", "is required", "CUSTOMER_ID_REQUIRED")
-    if len(customer_id) > MAX_CUSTOMER_ID:
-        raise InvalidArgument.field(
-            "customer_id", f"must be at most {MAX_CUSTOMER_ID} characters", "INVALID_CUSTOMER_ID"
-        )

@@ -14,11 +14,11 @@ from services.promotions.domain.profile_actions import (
     ProfileAction,
     ProfileRewards,
     once_key,
-    validate_customer_id,
 )
 from shared.clock import Clock
 from shared.db import UnitOfWork
 from shared.outbox import Outbox
+from shared.validation import validate_customer_id
 
 
 @dataclass(frozen=True)

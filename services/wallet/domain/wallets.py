@@ -7,22 +7,12 @@ from enum import StrEnum
 from shared.errors import InvalidArgument
 
 SUPPORTED_CURRENCIES = frozenset({"RUB"})
-MAX_CUSTOMER_ID = 64
 
 
 class WalletStatus(StrEnum):
     ACTIVE = "ACTIVE"
     FROZEN = "FROZEN"
     CLOSED = "CLOSED"
-
-
-def validate_customer_id(customer_id: str) -> None:
-    if not customer_id.strip():
-        raise InvalidArgument.field("customer_id", "is required", "CUSTOMER_ID_REQUIRED")
-    if len(customer_id) > MAX_CUSTOMER_ID:
-        raise InvalidArgument.field(
-            "customer_id", f"must be at most {MAX_CUSTOMER_ID} characters", "INVALID_CUSTOMER_ID"
-        )
 
 
 def currency_of(requested: str) -> str:

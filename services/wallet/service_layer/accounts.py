@@ -7,10 +7,11 @@ import uuid
 from services.wallet.adapters.repository import WalletRepository
 from services.wallet.adapters.tables import Wallet
 from services.wallet.domain.mechanics import Mechanic
-from services.wallet.domain.wallets import WalletStatus, currency_of, validate_customer_id
+from services.wallet.domain.wallets import WalletStatus, currency_of
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import AlreadyExists, NotFound
+from shared.validation import validate_customer_id
 
 
 class Accounts:
