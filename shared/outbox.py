@@ -25,7 +25,7 @@ from enum import StrEnum
 
 import grpc
 from google.protobuf.message import Message
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from sqlalchemy import Table, func, insert, select, update
 
 from shared.clock import Clock
@@ -136,6 +136,7 @@ class OutboxRelay:
         lease_ms: int = 30_000,
         base_backoff_ms: int = 100,
         jitter: Callable[[], float] = random.random,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._db = database
         self._table = outbox.table
@@ -147,6 +148,7 @@ class OutboxRelay:
         self._lease = timedelta(milliseconds=lease_ms)
         self._base_backoff_ms = base_backoff_ms
         self._jitter = jitter
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,6 +187,23 @@ class OutboxRelay:
         return rows
 
     def _deliver(self, message: _Claimed) -> bool:
+        # A delivery is its own trace, linked to the request that wrote the message.
+        cause = trace.get_current_span(propagate.extract(json.loads(message.trace_context or "{}")))
+        links = [trace.Link(cause.get_span_context())] if cause.get_span_context().is_valid else []
+        with self._tracer.start_as_current_span(
+            "outbox deliver",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),
+            kind=trace.SpanKind.PRODUCER,
+            links=links,
+            attributes={
+                "outbox.id": message.id,
+                "outbox.method": message.method,
+                "outbox.attempt": message.attempts + 1,
+            },
+        ):
+            return self._deliver_traced(message)
+
+    def _deliver_traced(self, message: _Claimed) -> bool:
         t = self._table
         try:
             self._peers.call_raw(message.peer, message.method, message.payload)

@@ -137,3 +137,27 @@ def test_backoff_grows_and_is_capped(harness: Harness) -> None:
     delays = [relay.backoff(n) for n in range(1, 40)]
     assert all(timedelta(0) < d <= timedelta(seconds=60) for d in delays)
     assert delays[-1] >= timedelta(seconds=30)
+
+
+def test_a_delivery_is_traced_and_linked_to_the_request_that_caused_it(harness: Harness) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared.telemetry import Telemetry
+
+    spans = InMemorySpanExporter()
+    telemetry = Telemetry("promotions", environ={}, processors=(SimpleSpanProcessor(spans),))
+    points = harness.start("points")
+    promotions = harness.start(
+        "promotions", peers={"points": points.target}, telemetry=telemetry, background_relay=False
+    )
+    record_contacts_updated(promotions)
+    assert promotions.app.runtime.relay.deliver_due() == 1
+    finished = spans.get_finished_spans()
+    [server] = [s for s in finished if s.name.endswith("RecordProfileAction")]
+    [delivery] = [s for s in finished if s.name == "outbox deliver"]
+    [client] = [s for s in finished if s.name.endswith("PointsService/CreditPoints")]
+    assert server.context is not None and delivery.context is not None and client.context is not None
+    assert [link.context.trace_id for link in delivery.links] == [server.context.trace_id]
+    assert delivery.context.trace_id != server.context.trace_id
+    assert client.parent is not None and client.parent.span_id == delivery.context.span_id
