@@ -117,10 +117,6 @@ class ServiceApp:
         register(self.server.server)
         self._stopped = threading.Event()
 
-    @property
-    def name(self) -> str:
-        return self.runtime.settings.service
-
     def migrate(self) -> None:
         upgrade(self.runtime.db, self.migrations)
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from shared.errors import DomainError, PeerDeadlineExceeded, PeerUnavailable, from_rpc_error
+from shared.errors import PeerUnavailable, from_rpc_error
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -118,7 +118,3 @@ class Peers:
                 channel.close()
             self._channels.clear()
             self._raw_channels.clear()
-
-
-def is_transport_failure(error: DomainError) -> bool:
-    return isinstance(error, PeerUnavailable | PeerDeadlineExceeded)

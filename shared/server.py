@@ -166,6 +166,3 @@ class GrpcServer:
         self._server.stop(grace_ms / 1000).wait()
         if self._probe_thread is not None:
             self._probe_thread.join(timeout=5)
-
-    def wait(self) -> None:
-        self._server.wait_for_termination()
