@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -46,40 +47,37 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-def _abort(context: grpc.ServicerContext, error: DomainError, method: str) -> None:
-    log.info(
-        "rpc refused",
-        extra={"rpc": method, "code": error.code.name, "reason": error.reason, "detail": error.message},
-    )
-    context.abort_with_status(to_status(error))
+@contextmanager
+def _domain_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]:
+    """Abort the call with the status of a DomainError; log anything unexpected and let gRPC
+    answer it (generated base servicers set UNIMPLEMENTED before raising NotImplementedError)."""
+    try:
+        yield
+    except DomainError as error:
+        log.info(
+            "rpc refused",
+            extra={"rpc": method, "code": error.code.name, "reason": error.reason, "detail": error.message},
+        )
+        context.abort_with_status(to_status(error))
+    except NotImplementedError:
+        raise
+    except Exception:
+        log.exception("unhandled error in rpc", extra={"rpc": method})
+        raise
 
 
 def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
+        with _domain_errors(context, method):
             return behaviour(request, context)
-        except DomainError as error:
-            _abort(context, error, method)
-        except NotImplementedError:
-            raise  # generated base servicers set UNIMPLEMENTED before raising this
-        except Exception:
-            log.exception("unhandled error in rpc", extra={"rpc": method})
-            raise
 
     return handle
 
 
 def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
+        with _domain_errors(context, method):
             yield from behaviour(request, context)
-        except DomainError as error:
-            _abort(context, error, method)
-        except NotImplementedError:
-            raise
-        except Exception:
-            log.exception("unhandled error in rpc", extra={"rpc": method})
-            raise
 
     return handle
 
