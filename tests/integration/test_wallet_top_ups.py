@@ -128,13 +128,13 @@ def test_a_card_number_is_refused_and_never_stored_or_logged(
         "c-1",
         10_000,
         method=2,
-        token="4111111111111111",  # PAYMENT_METHOD_CARD
+        token="4111111111111111",
     )
     assert hold.reason == "CARD_NUMBER_NOT_ALLOWED"
     assert "41111111" not in caplog.text and "4111 1111" not in caplog.text
     dump = repr(
         [
-            wallet.sql(f"SELECT * FROM {table}")  # noqa: S608
+            wallet.sql(f"SELECT * FROM {table}")
             for table in ("top_ups", "holds", "idempotency_keys", "acquirer_simulator_operations", "wallets")
         ]
     )
@@ -175,14 +175,16 @@ def test_limits_each_refuse_with_their_own_reason(harness: Harness, clock: Manua
 def test_frozen_and_closed_wallets(wallet: WalletClient) -> None:
     wallet.top_up("c-1", 100_000)
 
-    def status(value: int, reason: str = "fraud check", operator: str = "op-1") -> wallet_pb2.Wallet:
+    def status(
+        value: wallet_pb2.WalletStatus.ValueType, reason: str = "fraud check", operator: str = "op-1"
+    ) -> wallet_pb2.Wallet:
         return wallet.stub.UpdateWalletStatus(
             wallet_pb2.UpdateWalletStatusRequest(
                 request_id=new_id("status"),
                 customer_id="c-1",
                 status=value,
                 reason=reason,
-                operator_id=operator,  # type: ignore[arg-type]
+                operator_id=operator,
             )
         ).wallet
 

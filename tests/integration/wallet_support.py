@@ -67,7 +67,7 @@ class WalletClient:
         amount_minor: int,
         *,
         reference: str = "order-1",
-        method: int = payment_pb2.PAYMENT_METHOD_WALLET,
+        method: payment_pb2.PaymentMethod.ValueType = payment_pb2.PAYMENT_METHOD_WALLET,
         token: str = "",
         ttl_seconds: int | None = None,
         request_id: str | None = None,
@@ -99,7 +99,7 @@ class WalletClient:
         self,
         hold_id: str,
         amount_minor: int,
-        destination: int = wallet_pb2.REFUND_DESTINATION_UNSPECIFIED,
+        destination: wallet_pb2.RefundDestination.ValueType = wallet_pb2.REFUND_DESTINATION_UNSPECIFIED,
         request_id: str | None = None,
     ) -> wallet_pb2.RefundPaymentResponse:
         return self.stub.RefundPayment(
@@ -107,7 +107,7 @@ class WalletClient:
                 request_id=request_id or new_id("refund"),
                 hold_id=hold_id,
                 amount=rub(amount_minor),
-                destination=destination,  # type: ignore[arg-type]
+                destination=destination,
                 reference="return-1",
                 reason="returned",
             )
