@@ -1,7 +1,7 @@
 """The programme's calendar: calendar days and months in one configured time zone.
 
 Daily limits, end-of-day balances and monthly jobs count days and months in the programme's time
-zone (`PROGRAMME_TIME_ZONE`, Moscow by default), while every stored instant stays UTC.
+zone (configured per service, Moscow by default), while every stored instant stays UTC.
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ class Month:
 class ProgrammeCalendar:
     """Local days and months of the programme, as UTC instants."""
 
-    def __init__(self, time_zone: str) -> None:
+    def __init__(self, time_zone: str, *, setting: str = "the time zone") -> None:
         try:
             self.zone = ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise SettingsError(f"PROGRAMME_TIME_ZONE must be an IANA time zone, got {time_zone!r}") from None
+            raise SettingsError(f"{setting} must be an IANA time zone, got {time_zone!r}") from None
 
     def local_date(self, instant: datetime) -> date:
         return instant.astimezone(self.zone).date()

@@ -115,6 +115,91 @@ class Idempotency:
             delete(self._table).where(self._table.c.scope == scope, self._table.c.request_id == request_id)
         )
 
+    def run_nested(
+        self,
+        uow: UnitOfWork,
+        scope: str,
+        request: Message,
+        response_type: type[R],
+        effect: Callable[[UnitOfWork], R],
+    ) -> R:
+        """Like `run`, inside the caller's transaction, under a savepoint: one item of a batch.
+
+        A domain error of the effect rolls back to the savepoint (the item changed nothing) and
+        propagates; the caller's other work stays. The key commits with the caller's transaction.
+        """
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        validate_request_id(request_id)
+        fingerprint = request_fingerprint(request)
+        stored = self._stored(uow, scope, request_id)
+        if stored is not None:
+            return self._replay(stored, fingerprint, response_type, request_id)
+        savepoint = uow.session.begin_nested()
+        try:
+            uow.session.execute(
+                insert(self._table).values(
+                    scope=scope,
+                    request_id=request_id,
+                    request_hash=fingerprint,
+                    response=None,
+                    created_at=self._clock.now(),
+                )
+            )
+            uow.flush()
+        except IntegrityError:
+            savepoint.rollback()  # a concurrent first attempt committed meanwhile; answer with its result
+            stored = self._stored(uow, scope, request_id)
+            if stored is None:
+                raise Internal("IDEMPOTENCY_RACE", f"request {request_id} kept racing with itself") from None
+            return self._replay(stored, fingerprint, response_type, request_id)
+        try:
+            response = effect(uow)
+            uow.session.execute(
+                update(self._table)
+                .where(self._table.c.scope == scope, self._table.c.request_id == request_id)
+                .values(response=response.SerializeToString(deterministic=True))
+            )
+            savepoint.commit()
+        except BaseException:
+            if savepoint.is_active:
+                savepoint.rollback()
+            raise
+        return response
+
+    def run_job(self, scope: str, request: Message, response_type: type[R], work: Callable[[], R]) -> R:
+        """A job that commits in batches of its own: a replay returns the finished run's answer.
+
+        The work must be idempotent by itself (re-running finds nothing left to do), because a run
+        that crashed half-way stored no key and will be run again in full.
+        """
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        validate_request_id(request_id)
+        fingerprint = request_fingerprint(request)
+        with self._db.unit_of_work() as uow:
+            stored = self._stored(uow, scope, request_id)
+        if stored is not None:
+            return self._replay(stored, fingerprint, response_type, request_id)
+        response = work()
+        with self._db.unit_of_work() as uow:
+            try:
+                uow.session.execute(
+                    insert(self._table).values(
+                        scope=scope,
+                        request_id=request_id,
+                        request_hash=fingerprint,
+                        response=response.SerializeToString(deterministic=True),
+                        created_at=self._clock.now(),
+                    )
+                )
+                uow.commit()
+            except IntegrityError:
+                uow.session.rollback()
+                stored = self._stored(uow, scope, request_id)
+                if stored is not None:  # a concurrent run with the same id finished first
+                    return self._replay(stored, fingerprint, response_type, request_id)
+                raise
+        return response
+
     def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
         row = uow.session.execute(
             select(self._table.c.request_hash, self._table.c.response).where(

@@ -1,8 +1,9 @@
-"""List pagination (AIP-158): page sizes and opaque page tokens.
+"""Keyset pagination (AIP-158) with opaque page tokens.
 
-A page token is the URL-safe base64 of a small JSON object the service chooses (usually the key
-of the last row returned), so clients cannot read meaning into it; anything that does not decode
-is INVALID_ARGUMENT / INVALID_PAGE_TOKEN.
+A token carries the sort key of the last row served and the name of the list it belongs to, as
+base64url JSON. Lists read `WHERE key < token_key ORDER BY key DESC LIMIT size + 1`, so a page
+never skips or repeats a row when rows are added meanwhile. A token from another list, or one
+that was tampered with, is INVALID_ARGUMENT / INVALID_PAGE_TOKEN.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from shared.errors import InvalidArgument
@@ -18,27 +20,29 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 
-def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
-    """0 means the default; larger values are capped; negative ones are refused."""
+def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """0 means the default; more than the maximum is capped; negative is an error."""
     if requested < 0:
         raise InvalidArgument.field("page_size", "must not be negative", "INVALID_PAGE_SIZE")
-    return min(requested or default, maximum)
+    return min(requested or default, MAX_PAGE_SIZE)
 
 
-def encode_token(position: dict[str, Any]) -> str:
-    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
+def encode_token(listing: str, key: Sequence[str | int]) -> str:
+    raw = json.dumps({"l": listing, "k": list(key)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str, *keys: str) -> dict[str, Any] | None:
-    """The position in `token`, which must carry exactly `keys`; None for the first page."""
+def decode_token(listing: str, token: str, types: Sequence[type]) -> list[Any] | None:
+    """The key a token carries, checked against the expected types; None for the first page."""
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        position = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        position = None
-    if not isinstance(position, dict) or set(position) != set(keys):
-        raise InvalidArgument.field("page_token", "is not a token this list gave out", "INVALID_PAGE_TOKEN")
-    return position
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        key = payload["k"]
+        ok = payload["l"] == listing and isinstance(key, list) and len(key) == len(types)
+        ok = ok and all(type(value) is kind for value, kind in zip(key, types, strict=True))
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        ok = False
+    if not ok:
+        raise InvalidArgument.field("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
+    return list(key)

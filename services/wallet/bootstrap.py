@@ -50,7 +50,7 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         raise SettingsError(f"WALLET_DEFAULT_INTEREST_BASIS must be AVERAGE_DAILY or MINIMUM_DAILY, got {basis_name!r}")
     default = default_interest(env.integer("WALLET_DEFAULT_APR_BPS", minimum=1), InterestBasis(basis_name))
     limits = limits_from(env)
-    calendar = ProgrammeCalendar(env.text("PROGRAMME_TIME_ZONE"))
+    calendar = ProgrammeCalendar(env.text("WALLET_TIME_ZONE"), setting="WALLET_TIME_ZONE")
     runtime = Runtime.create(settings, runtime_tables, clock=clock, telemetry=telemetry)
     db, now = runtime.db, runtime.clock
     acquirer = SimulatedAcquirer(db, now)

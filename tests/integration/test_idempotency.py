@@ -61,7 +61,7 @@ def test_a_refused_request_leaves_no_key_so_a_corrected_retry_works(points: Runn
     assert balance(stub) == 0
     with pytest.raises(grpc.RpcError) as again:
         stub.CreditPoints(credit("req-2", points=0))
-    assert from_rpc_error(again.value).reason == "INVALID_POINTS"
+    assert from_rpc_error(again.value).reason == "INVALID_POINTS_AMOUNT"
 
 
 def test_a_mutation_without_a_request_id_is_refused(points: RunningService) -> None:

@@ -108,7 +108,7 @@ def test_a_peer_s_refusal_is_recorded_with_its_reason_and_not_retried(harness: H
     assert runtime.relay.deliver_due() == 0
     [row] = outbox_rows(promotions)
     assert row["status"] == OutboxStatus.DEAD
-    assert str(row["last_error"]).startswith("INVALID_ARGUMENT INVALID_POINTS")
+    assert str(row["last_error"]).startswith("INVALID_ARGUMENT INVALID_POINTS_AMOUNT")
     assert runtime.outbox.stats(runtime.db).dead == 1
 
 

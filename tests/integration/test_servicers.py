@@ -20,11 +20,12 @@ SERVICE = points_pb2.DESCRIPTOR.services_by_name["PointsService"]
 
 
 def test_credit_then_balance_through_the_servicer(databases: Databases, clock: ManualClock) -> None:
-    from services.points.bootstrap import MIGRATIONS
+    from services.points.bootstrap import MIGRATIONS, config_from
 
-    runtime = Runtime.create(service_settings("points", databases.new("points"), {}), runtime_tables, clock=clock)
+    settings = service_settings("points", databases.new("points"), {})
+    runtime = Runtime.create(settings, runtime_tables, clock=clock)
     upgrade(runtime.db, MIGRATIONS)
-    servicer = PointsServicer(Ledger(runtime.db, clock, timedelta(days=365)), runtime.idempotency)  # type: ignore[abstract]  # RPCs of later issues answer UNIMPLEMENTED
+    servicer = PointsServicer(Ledger(runtime.db, clock, config_from(settings)), runtime.idempotency)
     server = grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time())
 
     def invoke(method: str, request: object) -> tuple[object, grpc.StatusCode]:

@@ -2,32 +2,117 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 
-from services.points.adapters.tables import Lot
+from services.points.adapters.repository import PointsRepository
+from services.points.adapters.tables import HistoryLine, Hold, Lot
+from services.points.domain.history import EntryType
 from services.points.domain.lots import CreditRequest, LotStatus, PointsSource
-from services.points.service_layer.ledger import Ledger
+from services.points.domain.spending import HoldStatus
+from services.points.service_layer.book import Settlement
+from services.points.service_layer.ledger import HoldView, Ledger
 from shared.db import UnitOfWork
+from shared.errors import DomainError, InvalidArgument
 from shared.idempotency import Idempotency
 from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
 
+R = TypeVar("R", bound=Message)
+
 SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name
+MAX_BATCH = 1000
+CREDIT_SCOPE = "PointsService/CreditPoints"  # one key space for single and batch credits
 
 
 def lot_to_proto(lot: Lot) -> points_pb2.Lot:
-    return points_pb2.Lot(
+    message = points_pb2.Lot(
         lot_id=lot.lot_id,
         customer_id=lot.customer_id,
         amount=lot.amount,
         remaining=lot.remaining,
+        held=lot.held,
         source=enum_to_proto(points_pb2.PointsSource, PointsSource(lot.source)),
         reference=lot.reference,
-        available_at=to_timestamp(lot.available_at),
-        expires_at=to_timestamp(lot.expires_at),
         create_time=to_timestamp(lot.created_at),
         status=enum_to_proto(points_pb2.LotStatus, LotStatus(lot.status)),
+        reason=lot.reason,
+        operator_id=lot.operator_id,
     )
+    if lot.available_at is not None:
+        message.available_at.CopyFrom(to_timestamp(lot.available_at))
+    if lot.expires_at is not None:
+        message.expires_at.CopyFrom(to_timestamp(lot.expires_at))
+    return message
+
+
+def hold_to_proto(view: HoldView) -> points_pb2.Hold:
+    hold = view.hold
+    return points_pb2.Hold(
+        hold_id=hold.hold_id,
+        customer_id=hold.customer_id,
+        reference=hold.reference,
+        points=hold.points,
+        captured=hold.captured,
+        returned=hold.returned,
+        status=enum_to_proto(points_pb2.HoldStatus, HoldStatus(hold.status)),
+        allocations=[
+            points_pb2.HoldAllocation(lot_id=a.lot_id, points=a.points, expires_at=to_timestamp(expires_at))
+            for a, expires_at in view.allocations
+        ],
+        expire_time=to_timestamp(hold.expire_time),
+        create_time=to_timestamp(hold.created_at),
+        update_time=to_timestamp(hold.updated_at),
+    )
+
+
+def history_to_proto(line: HistoryLine) -> points_pb2.HistoryEntry:
+    source = points_pb2.POINTS_SOURCE_UNSPECIFIED
+    if line.source:
+        source = enum_to_proto(points_pb2.PointsSource, PointsSource(line.source))
+    return points_pb2.HistoryEntry(
+        entry_id=str(line.id),
+        customer_id=line.customer_id,
+        type=enum_to_proto(points_pb2.HistoryEntryType, EntryType(line.type)),
+        available_delta=line.available_delta,
+        pending_delta=line.pending_delta,
+        held_delta=line.held_delta,
+        lot_id=line.lot_id,
+        hold_id=line.hold_id,
+        source=source,
+        reference=line.reference,
+        description=line.description,
+        unrecovered_points=line.unrecovered_points,
+        operator_id=line.operator_id,
+        create_time=to_timestamp(line.created_at),
+    )
+
+
+def expiring_to_proto(day: str, earliest: datetime, points: int) -> points_pb2.ExpiringPoints:
+    return points_pb2.ExpiringPoints(points=points, expires_at=to_timestamp(earliest), date=day)
+
+
+def credit_from_proto(request: points_pb2.CreditPointsRequest) -> CreditRequest:
+    return CreditRequest(
+        customer_id=request.customer_id,
+        points=request.points,
+        source=enum_from_proto(points_pb2.PointsSource, request.source, PointsSource, "source"),
+        reference=request.reference,
+        pending=request.pending,
+        expires_at=optional_timestamp(request, "expires_at"),
+        reason=request.reason,
+        operator_id=request.operator_id,
+    )
+
+
+def optional_ttl(request: points_pb2.HoldPointsRequest) -> timedelta | None:
+    if not request.HasField("ttl"):
+        return None
+    return timedelta(seconds=request.ttl.seconds, microseconds=request.ttl.nanos // 1000)
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
@@ -35,24 +120,207 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._ledger = ledger
         self._idempotency = idempotency
 
-    def CreditPoints(
-        self, request: points_pb2.CreditPointsRequest, context: grpc.ServicerContext
-    ) -> points_pb2.CreditPointsResponse:
-        credit = CreditRequest(
-            customer_id=request.customer_id,
-            points=request.points,
-            source=enum_from_proto(points_pb2.PointsSource, request.source, PointsSource, "source"),
-            reference=request.reference,
-            pending=request.pending,
-            expires_at=optional_timestamp(request, "expires_at"),
-            reason=request.reason,
-            operator_id=request.operator_id,
-        )
+    def _run(self, method: str, request: Message, response: type[R], effect: Callable[[UnitOfWork], R]) -> R:
+        return self._idempotency.run(f"PointsService/{method}", request, response, effect)
 
+    def _hold(self, uow: UnitOfWork, hold: Hold) -> points_pb2.Hold:
+        uow.flush()
+        return hold_to_proto(Ledger.hold_view(PointsRepository(uow.session), hold))
+
+    # --- credits --------------------------------------------------------------------------
+
+    def _credit_effect(self, credit: CreditRequest) -> Callable[[UnitOfWork], points_pb2.CreditPointsResponse]:
         def effect(uow: UnitOfWork) -> points_pb2.CreditPointsResponse:
             return points_pb2.CreditPointsResponse(lot=lot_to_proto(self._ledger.credit(uow, credit)))
 
-        return self._idempotency.run("PointsService/CreditPoints", request, points_pb2.CreditPointsResponse, effect)
+        return effect
+
+    def CreditPoints(
+        self, request: points_pb2.CreditPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.CreditPointsResponse:
+        effect = self._credit_effect(credit_from_proto(request))
+        return self._idempotency.run(CREDIT_SCOPE, request, points_pb2.CreditPointsResponse, effect)
+
+    def BatchCreditPoints(
+        self, request: points_pb2.BatchCreditPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.BatchCreditPointsResponse:
+        if not request.requests:
+            raise InvalidArgument.field("requests", "must hold at least one credit", "BATCH_EMPTY")
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument.field("requests", f"must hold at most {MAX_BATCH} credits", "BATCH_TOO_LARGE")
+
+        def effect(uow: UnitOfWork) -> points_pb2.BatchCreditPointsResponse:
+            results: dict[int, points_pb2.BatchCreditPointsResult] = {}
+            # One customer's account at a time, in one order: concurrent batches cannot deadlock.
+            for index in sorted(range(len(request.requests)), key=lambda i: request.requests[i].customer_id):
+                item = request.requests[index]
+                result = points_pb2.BatchCreditPointsResult(request_id=item.request_id)
+                try:
+                    answer = self._idempotency.run_nested(
+                        uow,
+                        CREDIT_SCOPE,
+                        item,
+                        points_pb2.CreditPointsResponse,
+                        self._credit_effect(credit_from_proto(item)),
+                    )
+                    result.lot.CopyFrom(answer.lot)
+                except DomainError as error:
+                    result.error_code = error.code.value[0]
+                    result.error_reason = error.reason
+                    result.error_message = error.message
+                results[index] = result
+            return points_pb2.BatchCreditPointsResponse(results=[results[i] for i in range(len(request.requests))])
+
+        return self._run("BatchCreditPoints", request, points_pb2.BatchCreditPointsResponse, effect)
+
+    # --- pending points -------------------------------------------------------------------
+
+    def ActivatePendingPoints(
+        self, request: points_pb2.ActivatePendingPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ActivatePendingPointsResponse:
+        at = optional_timestamp(request, "available_at")
+
+        def effect(uow: UnitOfWork) -> points_pb2.ActivatePendingPointsResponse:
+            activated, scheduled, lots = self._ledger.activate(uow, request.customer_id, request.reference, at)
+            uow.flush()
+            return points_pb2.ActivatePendingPointsResponse(
+                points_activated=activated, points_scheduled=scheduled, lots=[lot_to_proto(lot) for lot in lots]
+            )
+
+        return self._run("ActivatePendingPoints", request, points_pb2.ActivatePendingPointsResponse, effect)
+
+    def CancelPendingPoints(
+        self, request: points_pb2.CancelPendingPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.CancelPendingPointsResponse:
+        def effect(uow: UnitOfWork) -> points_pb2.CancelPendingPointsResponse:
+            points, lots = self._ledger.cancel(uow, request.customer_id, request.reference, request.reason)
+            uow.flush()
+            return points_pb2.CancelPendingPointsResponse(
+                points_cancelled=points, lots=[lot_to_proto(lot) for lot in lots]
+            )
+
+        return self._run("CancelPendingPoints", request, points_pb2.CancelPendingPointsResponse, effect)
+
+    # --- holds ----------------------------------------------------------------------------
+
+    def HoldPoints(
+        self, request: points_pb2.HoldPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.HoldPointsResponse:
+        ttl = optional_ttl(request)
+
+        def effect(uow: UnitOfWork) -> points_pb2.HoldPointsResponse:
+            hold = self._ledger.hold(uow, request.customer_id, request.points, request.reference, ttl)
+            return points_pb2.HoldPointsResponse(hold=self._hold(uow, hold))
+
+        return self._run("HoldPoints", request, points_pb2.HoldPointsResponse, effect)
+
+    def CaptureHold(
+        self, request: points_pb2.CaptureHoldRequest, context: grpc.ServicerContext
+    ) -> points_pb2.CaptureHoldResponse:
+        def effect(uow: UnitOfWork) -> points_pb2.CaptureHoldResponse:
+            hold = self._ledger.capture(uow, request.hold_id, request.points)
+            return points_pb2.CaptureHoldResponse(hold=self._hold(uow, hold))
+
+        return self._run("CaptureHold", request, points_pb2.CaptureHoldResponse, effect)
+
+    def ReleaseHold(
+        self, request: points_pb2.ReleaseHoldRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ReleaseHoldResponse:
+        def effect(uow: UnitOfWork) -> points_pb2.ReleaseHoldResponse:
+            hold, expired = self._ledger.release(uow, request.hold_id, request.reason)
+            return points_pb2.ReleaseHoldResponse(hold=self._hold(uow, hold), points_expired=expired)
+
+        return self._run("ReleaseHold", request, points_pb2.ReleaseHoldResponse, effect)
+
+    def GetHold(self, request: points_pb2.GetHoldRequest, context: grpc.ServicerContext) -> points_pb2.GetHoldResponse:
+        return points_pb2.GetHoldResponse(hold=hold_to_proto(self._ledger.get_hold(request.hold_id)))
+
+    def ReturnPoints(
+        self, request: points_pb2.ReturnPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ReturnPointsResponse:
+        def effect(uow: UnitOfWork) -> points_pb2.ReturnPointsResponse:
+            returned, hold = self._ledger.return_points(
+                uow, request.hold_id, request.points, request.reference, request.reason
+            )
+            return points_pb2.ReturnPointsResponse(
+                points_returned=returned.points,
+                points_expired=returned.expired,
+                allocations=[
+                    points_pb2.HoldAllocation(lot_id=take.lot_id, points=take.points, expires_at=to_timestamp(at))
+                    for take, at in returned.takes
+                ],
+                hold=self._hold(uow, hold),
+            )
+
+        return self._run("ReturnPoints", request, points_pb2.ReturnPointsResponse, effect)
+
+    def ReversePoints(
+        self, request: points_pb2.ReversePointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ReversePointsResponse:
+        def effect(uow: UnitOfWork) -> points_pb2.ReversePointsResponse:
+            plan = self._ledger.reverse(uow, request.customer_id, request.reference, request.points, request.reason)
+            return points_pb2.ReversePointsResponse(
+                points_from_pending=plan.points_from_pending,
+                points_from_available=plan.points_from_available,
+                points_unrecovered=plan.unrecovered,
+            )
+
+        return self._run("ReversePoints", request, points_pb2.ReversePointsResponse, effect)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def _job(
+        self,
+        method: str,
+        request: Message,
+        response: type[R],
+        find: Callable[..., list[str]],
+        answer: Callable[[Settlement], R],
+    ) -> R:
+        return self._idempotency.run_job(
+            f"PointsService/{method}", request, response, lambda: answer(self._ledger.run_due(find))
+        )
+
+    def ActivateDuePoints(
+        self, request: points_pb2.ActivateDuePointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ActivateDuePointsResponse:
+        return self._job(
+            "ActivateDuePoints",
+            request,
+            points_pb2.ActivateDuePointsResponse,
+            PointsRepository.customers_with_due_activations,
+            lambda done: points_pb2.ActivateDuePointsResponse(
+                lots_activated=done.lots_activated, points_activated=done.points_activated
+            ),
+        )
+
+    def ReleaseExpiredHolds(
+        self, request: points_pb2.ReleaseExpiredHoldsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ReleaseExpiredHoldsResponse:
+        return self._job(
+            "ReleaseExpiredHolds",
+            request,
+            points_pb2.ReleaseExpiredHoldsResponse,
+            PointsRepository.customers_with_expired_holds,
+            lambda done: points_pb2.ReleaseExpiredHoldsResponse(
+                holds_released=done.holds_released, points_released=done.points_released
+            ),
+        )
+
+    def ExpirePoints(
+        self, request: points_pb2.ExpirePointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ExpirePointsResponse:
+        return self._job(
+            "ExpirePoints",
+            request,
+            points_pb2.ExpirePointsResponse,
+            PointsRepository.customers_with_expired_lots,
+            lambda done: points_pb2.ExpirePointsResponse(
+                lots_expired=done.lots_expired, points_expired=done.points_expired
+            ),
+        )
+
+    # --- views ----------------------------------------------------------------------------
 
     def GetBalance(
         self, request: points_pb2.GetBalanceRequest, context: grpc.ServicerContext
@@ -63,7 +331,65 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             available=balance.available,
             pending=balance.pending,
             held=balance.held,
-            expiring=[
-                points_pb2.ExpiringPoints(points=points, expires_at=to_timestamp(at)) for at, points in balance.expiring
+            expiring=[expiring_to_proto(*group) for group in balance.expiring],
+        )
+
+    def ListExpiringPoints(
+        self, request: points_pb2.ListExpiringPointsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListExpiringPointsResponse:
+        groups, token = self._ledger.expiring(
+            request.customer_id, request.within_days, request.page_size, request.page_token
+        )
+        return points_pb2.ListExpiringPointsResponse(
+            expiring=[expiring_to_proto(*group) for group in groups], next_page_token=token
+        )
+
+    def ListLots(
+        self, request: points_pb2.ListLotsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListLotsResponse:
+        statuses = [enum_from_proto(points_pb2.LotStatus, value, LotStatus, "statuses") for value in request.statuses]
+        lots, token = self._ledger.lots(request.customer_id, statuses, request.page_size, request.page_token)
+        return points_pb2.ListLotsResponse(lots=[lot_to_proto(lot) for lot in lots], next_page_token=token)
+
+    def ListHistory(
+        self, request: points_pb2.ListHistoryRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListHistoryResponse:
+        lines, token = self._ledger.history(
+            request.customer_id,
+            request.page_size,
+            request.page_token,
+            optional_timestamp(request, "start_time"),
+            optional_timestamp(request, "end_time"),
+        )
+        return points_pb2.ListHistoryResponse(entries=[history_to_proto(line) for line in lines], next_page_token=token)
+
+    def ListPointsStatistics(
+        self, request: points_pb2.ListPointsStatisticsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListPointsStatisticsResponse:
+        rows, token = self._ledger.statistics(
+            optional_timestamp(request, "start_time"),
+            optional_timestamp(request, "end_time"),
+            list(request.customer_ids),
+            request.page_size,
+            request.page_token,
+        )
+        return points_pb2.ListPointsStatisticsResponse(
+            statistics=[
+                points_pb2.PointsStatistics(
+                    customer_id=row.customer_id,
+                    credited_by_source=[
+                        points_pb2.SourceTotal(
+                            source=enum_to_proto(points_pb2.PointsSource, PointsSource(source)), points=points
+                        )
+                        for source, points in sorted(row.credited_by_source.items())
+                        if points
+                    ],
+                    points_spent=row.spent,
+                    points_expired=row.expired,
+                    points_reversed=row.reversed,
+                    activity_credits=row.activity_credits,
+                )
+                for row in rows
             ],
+            next_page_token=token,
         )

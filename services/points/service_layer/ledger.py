@@ -1,73 +1,377 @@
-"""Crediting points and reading balances."""
+"""The Points use cases: credits, pending points, holds, returns, reversals, jobs and views.
+
+Mutations run inside the caller's unit of work (which also holds the idempotency key) and open
+the customer's `Book` first, which locks the account and settles what time has made due. Jobs
+commit in batches of customers; views settle first if anything is due, then read.
+"""
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 
-from services.points.adapters.repository import LotRepository
-from services.points.adapters.tables import Entry, Lot
+from services.points.adapters.repository import PointsRepository
+from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot
+from services.points.domain.history import EntryType
 from services.points.domain.lots import (
-    Balance,
+    ACTIVITY_SOURCES,
     CreditRequest,
+    Lifetimes,
     LotStatus,
-    balance_of,
-    expiry_of,
+    PointsSource,
+    group_expiring,
     validate_credit,
+    validate_points,
+    validate_reference,
+    validate_text,
 )
+from services.points.domain.spending import HoldStatus, ReversalPlan
+from services.points.service_layer.book import Book, Returned, Settlement, earned_outstanding, require_active
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
-from shared.errors import InvalidArgument
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.pagination import decode_token, encode_token, page_size
 from shared.validation import validate_customer_id
 
-MAX_EXPIRING_WINDOW_DAYS = 3650
+MAX_WINDOW_DAYS = 3650
+DEFAULT_WINDOW_DAYS = 30
+MAX_HOLD_TTL = timedelta(days=7)
+MAX_STATISTICS_CUSTOMERS = 1000
+
+
+@dataclass(frozen=True)
+class PointsConfig:
+    lifetimes: Lifetimes
+    zone: tzinfo
+    hold_ttl: timedelta
+    job_batch: int
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    available: int
+    pending: int
+    held: int
+    expiring: list[tuple[str, datetime, int]]
+
+
+@dataclass(frozen=True)
+class HoldView:
+    hold: Hold
+    allocations: list[tuple[HoldAllocation, datetime]]
+
+
+@dataclass(frozen=True)
+class CustomerStatistics:
+    customer_id: str
+    credited_by_source: dict[str, int]
+    spent: int
+    expired: int
+    reversed: int
+    activity_credits: int
+
+
+def window_days(field: str, days: int) -> int:
+    if not 0 <= days <= MAX_WINDOW_DAYS:
+        raise InvalidArgument.field(field, f"must be between 0 and {MAX_WINDOW_DAYS}", "INVALID_WINDOW")
+    return days or DEFAULT_WINDOW_DAYS
 
 
 class Ledger:
-    def __init__(self, database: Database, clock: Clock, default_lifetime: timedelta) -> None:
+    def __init__(self, database: Database, clock: Clock, config: PointsConfig) -> None:
         self._db = database
         self._clock = clock
-        self._default_lifetime = default_lifetime
+        self.config = config
+
+    def _book(self, uow: UnitOfWork, customer_id: str, now: datetime | None = None) -> Book:
+        book = Book.open(uow.session, customer_id, now or self._clock.now(), self.config.lifetimes, self.config.zone)
+        book.settle()
+        return book
+
+    def _book_of_hold(self, uow: UnitOfWork, hold_id: str) -> tuple[Book, Hold]:
+        repo = PointsRepository(uow.session)
+        owner = repo.hold_owner(hold_id) if hold_id else None
+        if owner is None:
+            raise NotFound("HOLD_NOT_FOUND", f"hold {hold_id!r} does not exist", metadata={"hold_id": hold_id})
+        book = self._book(uow, owner)
+        hold = repo.hold(hold_id)
+        assert hold is not None
+        return book, hold
+
+    # --- credits and pending points -------------------------------------------------------
 
     def credit(self, uow: UnitOfWork, request: CreditRequest) -> Lot:
-        """Add a lot (inside the caller's transaction, which also holds the idempotency key)."""
-        now = self._clock.now()
-        validate_credit(request, now)
-        status = LotStatus.PENDING if request.pending else LotStatus.AVAILABLE
-        lot = Lot(
-            lot_id=str(uuid.uuid4()),
-            customer_id=request.customer_id,
-            amount=request.points,
-            remaining=request.points,
-            source=request.source.value,
-            reference=request.reference,
-            status=status.value,
-            available_at=now,
-            expires_at=expiry_of(request, now, self._default_lifetime),
-            created_at=now,
-            reason=request.reason,
-            operator_id=request.operator_id,
-        )
-        entry = Entry(
-            customer_id=request.customer_id,
-            lot_id=lot.lot_id,
-            kind="CREDIT_PENDING" if request.pending else "CREDIT",
-            delta=request.points,
-            source=request.source.value,
-            reference=request.reference,
-            created_at=now,
-            note=request.reason,
-        )
-        LotRepository(uow.session).add(lot, entry)
-        return lot
+        validate_credit(request, self._clock.now())
+        return self._book(uow, request.customer_id).credit(request)
 
-    def balance(self, customer_id: str, expiring_within_days: int) -> Balance:
+    def activate(
+        self, uow: UnitOfWork, customer_id: str, reference: str, at: datetime | None
+    ) -> tuple[int, int, list[Lot]]:
+        """(points activated now, points scheduled, lots)."""
         validate_customer_id(customer_id)
-        if not 0 <= expiring_within_days <= MAX_EXPIRING_WINDOW_DAYS:
-            raise InvalidArgument.field(
-                "expiring_within_days", f"must be between 0 and {MAX_EXPIRING_WINDOW_DAYS}", "INVALID_WINDOW"
+        validate_reference(reference, required=True)
+        book = self._book(uow, customer_id)
+        lots = [
+            lot for lot in book.repo.lots_of_reference(customer_id, reference) if lot.status == LotStatus.PENDING.value
+        ]
+        if not lots:
+            raise FailedPrecondition(
+                "NO_PENDING_POINTS",
+                f"customer {customer_id} has no pending points for {reference!r}",
+                metadata={"customer_id": customer_id, "reference": reference},
             )
+        activated = scheduled = 0
+        for lot in lots:
+            points = lot.remaining
+            if book.activate(lot, at or book.now):
+                activated += points
+            else:
+                scheduled += points
+        return activated, scheduled, lots
+
+    def cancel(self, uow: UnitOfWork, customer_id: str, reference: str, reason: str) -> tuple[int, list[Lot]]:
+        validate_customer_id(customer_id)
+        validate_reference(reference, required=True)
+        validate_text("reason", reason)
+        book = self._book(uow, customer_id)
+        lots = [
+            lot for lot in book.repo.lots_of_reference(customer_id, reference) if lot.status == LotStatus.PENDING.value
+        ]
+        return sum(book.cancel_pending(lot, reason) for lot in lots), lots
+
+    # --- holds ----------------------------------------------------------------------------
+
+    def hold(self, uow: UnitOfWork, customer_id: str, points: int, reference: str, ttl: timedelta | None) -> Hold:
+        validate_customer_id(customer_id)
+        validate_points("points", points)
+        validate_reference(reference)
+        if ttl is not None and not timedelta(0) < ttl <= MAX_HOLD_TTL:
+            raise InvalidArgument.field("ttl", f"must be positive and at most {MAX_HOLD_TTL}", "INVALID_TTL")
+        return self._book(uow, customer_id).hold(points, reference, ttl or self.config.hold_ttl)
+
+    def capture(self, uow: UnitOfWork, hold_id: str, points: int) -> Hold:
+        validate_points("points", points, zero_means_all=True)
+        book, hold = self._book_of_hold(uow, hold_id)
+        require_active(hold, book.now)
+        if points > hold.points:
+            raise FailedPrecondition(
+                "CAPTURE_EXCEEDS_HOLD",
+                f"cannot capture {points} points of a hold of {hold.points}",
+                metadata={"hold_id": hold_id, "held": str(hold.points)},
+            )
+        book.capture(hold, points or hold.points)
+        return hold
+
+    def release(self, uow: UnitOfWork, hold_id: str, reason: str) -> tuple[Hold, int]:
+        validate_text("reason", reason)
+        book, hold = self._book_of_hold(uow, hold_id)
+        if hold.status == HoldStatus.CAPTURED.value:
+            raise FailedPrecondition("ALREADY_CAPTURED", f"hold {hold_id} was captured; return the points instead")
+        if hold.status != HoldStatus.ACTIVE.value:
+            return hold, 0
+        return hold, book.release(hold, HoldStatus.RELEASED, reason or "released by the caller")
+
+    def return_points(
+        self, uow: UnitOfWork, hold_id: str, points: int, reference: str, reason: str
+    ) -> tuple[Returned, Hold]:
+        validate_points("points", points, zero_means_all=True)
+        validate_reference(reference)
+        validate_text("reason", reason)
+        book, hold = self._book_of_hold(uow, hold_id)
+        if hold.status != HoldStatus.CAPTURED.value:
+            raise FailedPrecondition("HOLD_NOT_CAPTURED", f"hold {hold_id} is {hold.status.lower()}, not captured")
+        left = hold.captured - hold.returned
+        if points > left or left == 0:
+            raise FailedPrecondition(
+                "RETURN_EXCEEDS_CAPTURED",
+                f"{points or 'all'} points asked back, {left} of {hold.captured} captured are left to return",
+                metadata={"hold_id": hold_id, "returnable": str(left)},
+            )
+        return book.return_points(hold, points or left, reference, reason), hold
+
+    def get_hold(self, hold_id: str) -> HoldView:
+        with self._db.unit_of_work() as uow:
+            repo = PointsRepository(uow.session)
+            owner = repo.hold_owner(hold_id) if hold_id else None
+        if owner is None:
+            raise NotFound("HOLD_NOT_FOUND", f"hold {hold_id!r} does not exist", metadata={"hold_id": hold_id})
+        self.settle_if_due(owner)
+        with self._db.unit_of_work() as uow:
+            repo = PointsRepository(uow.session)
+            hold = repo.hold(hold_id)
+            assert hold is not None
+            view = self.hold_view(repo, hold)
+            uow.session.expunge_all()  # read-only: the rows outlive the transaction
+            return view
+
+    @staticmethod
+    def hold_view(repo: PointsRepository, hold: Hold) -> HoldView:
+        allocations = repo.allocations(hold.hold_id)
+        lots = repo.lots([a.lot_id for a in allocations])
+        pairs = []
+        for a in allocations:
+            expires_at = lots[a.lot_id].expires_at
+            assert expires_at is not None
+            pairs.append((a, expires_at))
+        return HoldView(hold, pairs)
+
+    # --- reversals ------------------------------------------------------------------------
+
+    def reverse(self, uow: UnitOfWork, customer_id: str, reference: str, points: int, reason: str) -> ReversalPlan:
+        validate_customer_id(customer_id)
+        validate_reference(reference, required=True)
+        validate_points("points", points, zero_means_all=True)
+        validate_text("reason", reason)
+        book = self._book(uow, customer_id)
+        earned = book.repo.lots_of_reference(customer_id, reference)
+        outstanding = earned_outstanding(earned)
+        if not earned or (outstanding == 0 and points == 0):
+            raise FailedPrecondition(
+                "NOTHING_TO_REVERSE",
+                f"customer {customer_id} has no points earned by {reference!r} left to take back",
+                metadata={"customer_id": customer_id, "reference": reference},
+            )
+        if points > outstanding:
+            raise FailedPrecondition(
+                "REVERSAL_EXCEEDS_EARNED",
+                f"{points} points asked back, {reference!r} earned {outstanding} not yet taken back",
+                metadata={"reference": reference, "outstanding": str(outstanding)},
+            )
+        return book.reverse(earned, points or outstanding, reason, reference)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def run_due(self, find: Callable[[PointsRepository, datetime, int], list[str]]) -> Settlement:
+        """Settle, in batches of customers, everything `find` says is due at the job's start."""
+        now = self._clock.now()
+        total = Settlement()
+        seen: set[str] = set()
+        while True:
+            with self._db.unit_of_work() as uow:
+                repo = PointsRepository(uow.session)
+                customers = [c for c in find(repo, now, self.config.job_batch) if c not in seen]
+                if not customers:
+                    return total
+                for customer_id in sorted(customers):  # lock order: no deadlock between jobs
+                    book = Book.open(uow.session, customer_id, now, self.config.lifetimes, self.config.zone)
+                    total.add(book.settle())
+                seen.update(customers)
+                uow.commit()
+
+    def settle_if_due(self, customer_id: str) -> None:
         now = self._clock.now()
         with self._db.unit_of_work() as uow:
-            lots = LotRepository(uow.session).live_lots(customer_id, now)
-        return balance_of(lots, now, timedelta(days=expiring_within_days or 30))
+            if PointsRepository(uow.session).has_due(customer_id, now):
+                self._book(uow, customer_id, now)
+                uow.commit()
+
+    # --- views ----------------------------------------------------------------------------
+
+    def balance(self, customer_id: str, expiring_within_days: int) -> BalanceView:
+        validate_customer_id(customer_id)
+        days = window_days("expiring_within_days", expiring_within_days)
+        self.settle_if_due(customer_id)
+        now = self._clock.now()
+        with self._db.unit_of_work() as uow:
+            repo = PointsRepository(uow.session)
+            account = repo.account(customer_id) or Account(customer_id=customer_id, updated_at=now)
+            expiring = repo.expiring(customer_id, now, now + timedelta(days=days))
+            return BalanceView(
+                account.available, account.pending, account.held, group_expiring(expiring, self.config.zone)
+            )
+
+    def expiring(
+        self, customer_id: str, within_days: int, size: int, token: str
+    ) -> tuple[list[tuple[str, datetime, int]], str]:
+        validate_customer_id(customer_id)
+        days = window_days("within_days", within_days)
+        limit = page_size(size)
+        after = decode_token("expiring", token, [str])
+        self.settle_if_due(customer_id)
+        now = self._clock.now()
+        with self._db.unit_of_work() as uow:
+            rows = PointsRepository(uow.session).expiring(customer_id, now, now + timedelta(days=days))
+        groups = [g for g in group_expiring(rows, self.config.zone) if after is None or g[0] > after[0]]
+        page = groups[:limit]
+        return page, encode_token("expiring", [page[-1][0]]) if len(groups) > limit else ""
+
+    def lots(self, customer_id: str, statuses: Sequence[LotStatus], size: int, token: str) -> tuple[list[Lot], str]:
+        validate_customer_id(customer_id)
+        limit = page_size(size)
+        key = decode_token("lots", token, [str, str])
+        after = (datetime.fromisoformat(key[0]), key[1]) if key is not None else None
+        self.settle_if_due(customer_id)
+        with self._db.unit_of_work() as uow:
+            rows = PointsRepository(uow.session).lots_page(customer_id, [s.value for s in statuses], after, limit + 1)
+            uow.session.expunge_all()
+        page = rows[:limit]
+        more = len(rows) > limit
+        return page, encode_token("lots", [page[-1].created_at.isoformat(), page[-1].lot_id]) if more else ""
+
+    def history(
+        self, customer_id: str, size: int, token: str, start: datetime | None, end: datetime | None
+    ) -> tuple[list[HistoryLine], str]:
+        validate_customer_id(customer_id)
+        limit = page_size(size)
+        key = decode_token("history", token, [int])
+        self.settle_if_due(customer_id)
+        with self._db.unit_of_work() as uow:
+            rows = PointsRepository(uow.session).history_page(
+                customer_id, key[0] if key else None, start, end, limit + 1
+            )
+            uow.session.expunge_all()
+        page = rows[:limit]
+        last = page[-1].id if page else None
+        return page, encode_token("history", [last]) if len(rows) > limit and last is not None else ""
+
+    def history_totals(self, customer_id: str) -> tuple[int, int, int]:
+        with self._db.unit_of_work() as uow:
+            return PointsRepository(uow.session).history_totals(customer_id)
+
+    def statistics(
+        self, start: datetime | None, end: datetime | None, customer_ids: Sequence[str], size: int, token: str
+    ) -> tuple[list[CustomerStatistics], str]:
+        if start is None or end is None:
+            raise InvalidArgument.field("start_time" if start is None else "end_time", "is required", "PERIOD_REQUIRED")
+        if end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time", "INVALID_PERIOD")
+        if len(customer_ids) > MAX_STATISTICS_CUSTOMERS:
+            raise InvalidArgument.field(
+                "customer_ids", f"at most {MAX_STATISTICS_CUSTOMERS} customers per call", "TOO_MANY_CUSTOMERS"
+            )
+        for customer_id in customer_ids:
+            validate_customer_id(customer_id)
+        limit = page_size(size, default=1000)
+        key = decode_token("statistics", token, [str])
+        after = key[0] if key else None
+        with self._db.unit_of_work() as uow:
+            repo = PointsRepository(uow.session)
+            if customer_ids:
+                wanted = sorted(set(customer_ids))
+                candidates = [c for c in wanted if after is None or c > after][: limit + 1]
+            else:
+                candidates = repo.active_customers(start, end, after, limit + 1)
+            page = candidates[:limit]
+            rows = repo.statistics(start, end, page) if page else []
+        stats = {c: CustomerStatistics(c, {}, 0, 0, 0, 0) for c in page}
+        for customer_id, kind, source, moved in rows:
+            stats[customer_id] = _accumulate(stats[customer_id], kind, source, moved)
+        more = len(candidates) > limit
+        return [stats[c] for c in page], encode_token("statistics", [page[-1]]) if more else ""
+
+
+def _accumulate(stats: CustomerStatistics, kind: str, source: str, moved: int) -> CustomerStatistics:
+    credited = dict(stats.credited_by_source)
+    spent, expired, reversed_, activity = stats.spent, stats.expired, stats.reversed, stats.activity_credits
+    if kind in (EntryType.CREDITED.value, EntryType.CREDITED_PENDING.value):
+        credited[source] = credited.get(source, 0) + moved
+        if PointsSource(source) in ACTIVITY_SOURCES:
+            activity += moved
+    elif kind == EntryType.SPENT.value or kind == EntryType.RETURNED.value:
+        spent -= moved
+    elif kind == EntryType.EXPIRED.value:
+        expired -= moved
+    elif kind == EntryType.REVERSED.value:
+        reversed_ -= moved
+    return CustomerStatistics(stats.customer_id, credited, spent, expired, reversed_, activity)

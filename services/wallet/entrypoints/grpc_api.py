@@ -368,15 +368,15 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def ReleaseExpiredHolds(
         self, request: wallet_pb2.ReleaseExpiredHoldsRequest, context: grpc.ServicerContext
     ) -> wallet_pb2.ReleaseExpiredHoldsResponse:
-        scope = "WalletService/ReleaseExpiredHolds"
-        replay = self._idempotency.replay(scope, request, wallet_pb2.ReleaseExpiredHoldsResponse)
-        if replay is not None:
-            return replay
-        released = self._holds.release_expired()
-        response = wallet_pb2.ReleaseExpiredHoldsResponse(
-            holds_released=released.holds, amount_released=money(released.amount_minor)
+        def sweep() -> wallet_pb2.ReleaseExpiredHoldsResponse:
+            released = self._holds.release_expired()
+            return wallet_pb2.ReleaseExpiredHoldsResponse(
+                holds_released=released.holds, amount_released=money(released.amount_minor)
+            )
+
+        return self._idempotency.run_job(
+            "WalletService/ReleaseExpiredHolds", request, wallet_pb2.ReleaseExpiredHoldsResponse, sweep
         )
-        return self._idempotency.run(scope, request, wallet_pb2.ReleaseExpiredHoldsResponse, lambda _: response)
 
     # -- statement, interest, statistics -----------------------------------------------------------
 
@@ -436,22 +436,22 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def PostMonthlyInterest(
         self, request: wallet_pb2.PostMonthlyInterestRequest, context: grpc.ServicerContext
     ) -> wallet_pb2.PostMonthlyInterestResponse:
-        scope = "WalletService/PostMonthlyInterest"
-        replay = self._idempotency.replay(scope, request, wallet_pb2.PostMonthlyInterestResponse)
-        if replay is not None:
-            return replay
-        month = self._interest.ended_month(request.month)
-        summary = self._interest.post(month)
-        response = wallet_pb2.PostMonthlyInterestResponse(
-            month=str(month),
-            wallets_posted=summary.posted,
-            wallets_already_posted=summary.already_posted,
-            wallets_not_on_interest=summary.not_on_interest,
-            points_posted=summary.points,
+        def post() -> wallet_pb2.PostMonthlyInterestResponse:
+            month = self._interest.ended_month(request.month)
+            summary = self._interest.post(month)  # idempotent by itself: (wallet, month) is unique
+            return wallet_pb2.PostMonthlyInterestResponse(
+                month=str(month),
+                wallets_posted=summary.posted,
+                wallets_already_posted=summary.already_posted,
+                wallets_not_on_interest=summary.not_on_interest,
+                points_posted=summary.points,
+            )
+
+        response = self._idempotency.run_job(
+            "WalletService/PostMonthlyInterest", request, wallet_pb2.PostMonthlyInterestResponse, post
         )
-        stored = self._idempotency.run(scope, request, wallet_pb2.PostMonthlyInterestResponse, lambda _: response)
         self._relay.notify()
-        return stored
+        return response
 
     def ListWalletStatistics(
         self, request: wallet_pb2.ListWalletStatisticsRequest, context: grpc.ServicerContext

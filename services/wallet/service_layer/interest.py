@@ -211,14 +211,14 @@ class Interest:
     # -- reading -----------------------------------------------------------------------------------
 
     def accruals(self, wallet_id: str, size: int, token: str) -> tuple[list[InterestAccrual], str]:
-        position = decode_token(token, "month")
+        position = decode_token("interest-accruals", token, [str])
         with self._db.unit_of_work() as uow:
             query = select(InterestAccrual).where(InterestAccrual.wallet_id == wallet_id)  # type: ignore[arg-type]
             if position is not None:
-                query = query.where(InterestAccrual.month < str(position["month"]))  # type: ignore[arg-type]
+                query = query.where(InterestAccrual.month < position[0])
             rows = list(uow.session.scalars(query.order_by(InterestAccrual.month.desc()).limit(size + 1)))  # type: ignore[attr-defined]
             uow.session.expunge_all()
-        next_token = encode_token({"month": rows[size - 1].month}) if len(rows) > size else ""
+        next_token = encode_token("interest-accruals", [rows[size - 1].month]) if len(rows) > size else ""
         return rows[:size], next_token
 
     # -- calculator --------------------------------------------------------------------------------

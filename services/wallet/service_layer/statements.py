@@ -14,7 +14,7 @@ from services.wallet.domain.holds import HoldStatus, PaymentMethod
 from services.wallet.domain.ledger import StatementEntryType
 from services.wallet.service_layer.interest import balances_between
 from shared.calendar import ProgrammeCalendar
-from shared.db import Database
+from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
 from shared.pagination import decode_token, encode_token
 
@@ -46,11 +46,11 @@ class Statements:
         self, wallet_id: str, size: int, token: str, start: datetime | None, end: datetime | None
     ) -> tuple[list[StatementEntry], str]:
         """Newest first; the token is the id of the last entry given."""
-        position = decode_token(token, "before")
+        position = decode_token("statement", token, [int])
         e = StatementEntry
         query = select(e).where(e.wallet_id == wallet_id)  # type: ignore[arg-type]
         if position is not None:
-            query = query.where(e.id < int(position["before"]))  # type: ignore[arg-type,operator]
+            query = query.where(e.id < position[0])
         if start is not None:
             query = query.where(e.created_at >= start)  # type: ignore[arg-type]
         if end is not None:
@@ -58,7 +58,7 @@ class Statements:
         with self._db.unit_of_work() as uow:
             rows = list(uow.session.scalars(query.order_by(e.id.desc()).limit(size + 1)))  # type: ignore[union-attr]
             uow.session.expunge_all()
-        next_token = encode_token({"before": rows[size - 1].id}) if len(rows) > size else ""
+        next_token = encode_token("statement", [rows[size - 1].id or 0]) if len(rows) > size else ""
         return rows[:size], next_token
 
     def statistics(
@@ -73,21 +73,21 @@ class Statements:
         with self._db.unit_of_work() as uow:
             w = _wallets.c
             if customer_ids:
-                position = decode_token(token, "offset")
-                offset = int(position["offset"]) if position is not None else 0
+                position = decode_token("wallet-statistics-of", token, [int])
+                offset = position[0] if position is not None else 0
                 page = list(dict.fromkeys(customer_ids))[offset : offset + size + 1]
-                next_token = encode_token({"offset": offset + size}) if len(page) > size else ""
+                next_token = encode_token("wallet-statistics-of", [offset + size]) if len(page) > size else ""
                 page = page[:size]
                 rows = uow.session.execute(
                     select(w.wallet_id, w.customer_id, w.created_at).where(w.customer_id.in_(page))
                 ).all()
             else:
-                position = decode_token(token, "after")
+                position = decode_token("wallet-statistics", token, [str])
                 query = select(w.wallet_id, w.customer_id, w.created_at).order_by(w.customer_id).limit(size + 1)
                 if position is not None:
-                    query = query.where(w.customer_id > str(position["after"]))
+                    query = query.where(w.customer_id > position[0])
                 rows = list(uow.session.execute(query).all())
-                next_token = encode_token({"after": rows[size - 1][1]}) if len(rows) > size else ""
+                next_token = encode_token("wallet-statistics", [rows[size - 1][1]]) if len(rows) > size else ""
                 rows = rows[:size]
                 page = [row[1] for row in rows]
             wallets = {row[1]: (row[0], row[2]) for row in rows}
@@ -122,12 +122,12 @@ class Statements:
 
     @staticmethod
     def _sums(
-        uow: object, wallet_ids: Sequence[str], start: datetime, end: datetime, kind: StatementEntryType
+        uow: UnitOfWork, wallet_ids: Sequence[str], start: datetime, end: datetime, kind: StatementEntryType
     ) -> dict[str, int]:
         if not wallet_ids:
             return {}
         e = _entries.c
-        rows = uow.session.execute(  # type: ignore[attr-defined]
+        rows = uow.session.execute(
             select(e.wallet_id, func.sum(e.amount_minor))
             .where(e.wallet_id.in_(wallet_ids), e.type == kind.value, e.created_at >= start, e.created_at < end)
             .group_by(e.wallet_id)
@@ -135,12 +135,12 @@ class Statements:
         return {row[0]: int(row[1]) for row in rows}
 
     @staticmethod
-    def _wallet_payments(uow: object, wallet_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, int]:
+    def _wallet_payments(uow: UnitOfWork, wallet_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, int]:
         """Captured wallet holds in the period minus refunds of wallet holds in the period."""
         if not wallet_ids:
             return {}
         h, r = _holds.c, _refunds.c
-        session = uow.session  # type: ignore[attr-defined]
+        session = uow.session
         captured = session.execute(
             select(h.wallet_id, func.sum(h.captured_minor))
             .where(
