@@ -315,3 +315,31 @@ def test_wallet_statistics_for_many_customers_in_one_call(harness: Harness, cloc
     second = wallet.stub.ListWalletStatistics(everyone)
     assert [r.customer_id for r in (*first.statistics, *second.statistics)] == ["a", "b"]
     assert second.next_page_token == ""
+
+
+def test_interest_arrives_in_the_points_service_once(harness: Harness, clock: ManualClock) -> None:
+    points = harness.start("points")
+    harness.start("promotions")
+    service = harness.start("wallet", background_relay=False)
+    wallet = WalletClient(service)
+    wallet.top_up("saver", 5_000_000)
+    wallet.top_up("small", 33_333)
+    small_id = wallet.wallet("small").wallet_id
+    for month in ("2026-01", "2026-02", "2026-03", "2026-04"):
+        clock.set(after_month(month))
+        wallet.post_interest(month)
+        assert service.app.runtime.relay.deliver_due() == 1
+    wallet.post_interest("2026-02")  # a re-run queues nothing
+    assert service.app.runtime.relay.deliver_due() == 0
+    assert wallet.sql("SELECT status FROM outbox_messages") == [("DELIVERED",)] * 4
+
+    stub = points_pb2_grpc.PointsServiceStub(points.channel())
+    lots = stub.ListLots(points_pb2.ListLotsRequest(customer_id="small", page_size=100)).lots
+    assert sorted((lot.reference, lot.amount) for lot in lots) == [
+        (f"interest:{small_id}:2026-01", 3),
+        (f"interest:{small_id}:2026-02", 3),
+        (f"interest:{small_id}:2026-03", 3),
+        (f"interest:{small_id}:2026-04", 4),
+    ]
+    assert {lot.source for lot in lots} == {points_pb2.POINTS_SOURCE_WALLET_INTEREST}
+    assert stub.GetBalance(points_pb2.GetBalanceRequest(customer_id="saver")).available == 2_000
