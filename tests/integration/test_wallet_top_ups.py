@@ -131,6 +131,7 @@ def test_a_card_number_is_refused_and_never_stored_or_logged(
         token="4111111111111111",
     )
     assert hold.reason == "CARD_NUMBER_NOT_ALLOWED"
+    assert error_of(wallet.hold, "c-1", 10_000, token="4111111111111111").reason == "CARD_NUMBER_NOT_ALLOWED"
     assert "41111111" not in caplog.text and "4111 1111" not in caplog.text
     dump = repr(
         [

@@ -16,7 +16,7 @@ from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.wallet.adapters.mechanic_codec import mechanic_from_proto, mechanic_to_proto
 from services.wallet.adapters.tables import Hold, InterestAccrual, Refund, StatementEntry, TopUp, Wallet
-from services.wallet.domain.cards import validate_card_token
+from services.wallet.domain.cards import looks_like_card_number, validate_card_token
 from services.wallet.domain.holds import (
     HoldStatus,
     PaymentMethod,
@@ -274,6 +274,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if request.payment_method == payment_pb2.PAYMENT_METHOD_UNSPECIFIED:
             raise InvalidArgument.field("payment_method", "WALLET or CARD is required", "PAYMENT_METHOD_REQUIRED")
         method = enum_from_proto(payment_pb2.PaymentMethod, request.payment_method, PaymentMethod, "payment_method")
+        if looks_like_card_number(request.card_token):  # refused whatever the method: never stored or logged
+            validate_card_token(request.card_token)
         token = validate_card_token(request.card_token) if method is PaymentMethod.CARD else ""
         validate_request_id(request.request_id)
         validate_customer_id(request.customer_id)
