@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.clock import Clock
@@ -93,6 +93,27 @@ class Idempotency:
                 uow.commit()
                 return response
         raise Internal("IDEMPOTENCY_RACE", f"request {request_id} kept racing with itself")
+
+    def replay(self, scope: str, request: Message, response_type: type[R]) -> R | None:
+        """The stored answer to `request`, or None when its id is new.
+
+        For effects that must talk to the outside world (an acquirer) before their transaction:
+        a replay is answered before anything is sent again. Raises IDEMPOTENCY_KEY_REUSED as
+        `run` does."""
+        request_id: str = request.request_id  # type: ignore[attr-defined]
+        validate_request_id(request_id)
+        with self._db.unit_of_work() as uow:
+            stored = self._stored(uow, scope, request_id)
+        if stored is None:
+            return None
+        return self._replay(stored, request_fingerprint(request), response_type, request_id)
+
+    def forget(self, uow: UnitOfWork, scope: str, request_id: str) -> None:
+        """Drop a key whose effect is being undone in `uow` (an external step refused after the
+        key was committed), so the request counts as never made and may be retried."""
+        uow.session.execute(
+            delete(self._table).where(self._table.c.scope == scope, self._table.c.request_id == request_id)
+        )
 
     def run_nested(
         self,

@@ -91,6 +91,26 @@ SETTINGS: tuple[Setting, ...] = (
         "AVERAGE_DAILY",
         "Balance basis of the default interest mechanic: `AVERAGE_DAILY` or `MINIMUM_DAILY`.",
     ),
+    Setting(
+        "WALLET_TIME_ZONE",
+        "Europe/Moscow",
+        "Programme time zone of the wallet: calendar days (daily top-up limit, end-of-day balances) and months.",
+    ),
+    Setting("WALLET_MIN_TOP_UP_MINOR", "10000", "Smallest single wallet top-up, in kopecks (100 RUB)."),
+    Setting("WALLET_MAX_TOP_UP_MINOR", "15000000", "Largest single wallet top-up, in kopecks (150,000 RUB)."),
+    Setting(
+        "WALLET_DAILY_TOP_UP_LIMIT_MINOR",
+        "30000000",
+        "Most a customer can top up per calendar day, in kopecks (300,000 RUB); pending top-ups count.",
+    ),
+    Setting(
+        "WALLET_MAX_BALANCE_MINOR",
+        "60000000",
+        "Largest balance a wallet may reach by top-ups, in kopecks (600,000 RUB).",
+    ),
+    Setting(
+        "WALLET_HOLD_TTL_SECONDS", "900", "Default lifetime of a money hold before ReleaseExpiredHolds releases it."
+    ),
     Setting("OTEL_SERVICE_NAME", "<service>", "Service name on traces (defaults to the service's own)."),
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317", "OTLP/gRPC collector endpoint."),

@@ -83,7 +83,9 @@ IMPLEMENTED = {
     "loyalty.points.v1.PointsService": {
         m.name for m in points_pb2.DESCRIPTOR.services_by_name["PointsService"].methods
     },
-    "loyalty.wallet.v1.WalletService": {"OpenWallet", "GetWallet"},
+    "loyalty.wallet.v1.WalletService": {
+        m.name for m in wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].methods
+    },
     "loyalty.promotions.v1.PromotionsService": {"RecordProfileAction"},
     "loyalty.promotions.v1.ExperimentsService": set(),
     "loyalty.checkout.v1.CheckoutService": set(),

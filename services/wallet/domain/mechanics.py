@@ -25,8 +25,10 @@ class InterestMechanic:
     name: str
 
     def __post_init__(self) -> None:
-        if not 0 < self.apr_bps <= MAX_APR_BPS:
-            raise InvalidArgument.field("apr_bps", f"must be between 1 and {MAX_APR_BPS}", "INVALID_APR")
+        if not 0 <= self.apr_bps <= MAX_APR_BPS:
+            raise InvalidArgument.field(
+                "mechanic.interest.apr_bps", f"must be between 0 and {MAX_APR_BPS}", "MECHANIC_APR_OUT_OF_RANGE"
+            )
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,17 @@ class CashbackMechanic:
     monthly_cap_points: int
     code: str
     name: str
+
+    def __post_init__(self) -> None:
+        if self.monthly_cap_points < 0 or any(t.min_balance_minor < 0 or t.rate_bps < 0 for t in self.tiers):
+            raise InvalidArgument.field(
+                "mechanic.cashback", "tiers and cap must not be negative", "INVALID_CASHBACK_MECHANIC"
+            )
+
+    def rate_bps_for(self, balance_minor: int) -> int:
+        """The rate of the highest tier not above the balance; 0 below every tier."""
+        eligible = [t for t in self.tiers if t.min_balance_minor <= balance_minor]
+        return max(eligible, key=lambda t: t.min_balance_minor).rate_bps if eligible else 0
 
 
 Mechanic = InterestMechanic | CashbackMechanic

@@ -237,7 +237,8 @@ class WalletServiceServicer:
         """Captures all or part of an active hold: the money moves to the merchant. A hold is captured
         once; the part not captured is released at the same time.
         Reasons: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_ALREADY_CAPTURED, HOLD_ALREADY_RELEASED,
-        CAPTURE_EXCEEDS_HOLD.
+        CAPTURE_EXCEEDS_HOLD, HOLD_PENDING (a card authorisation not settled yet), CARD_CAPTURE_FAILED
+        (the acquirer refused), ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,7 +247,7 @@ class WalletServiceServicer:
     def ReleaseHold(self, request, context):
         """Releases an active hold in full: the money becomes available again (or the card
         authorisation is voided). Releasing an already released or expired hold returns it as is.
-        Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED.
+        Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED, CARD_VOID_FAILED, ACQUIRER_TIMEOUT (UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,7 +265,9 @@ class WalletServiceServicer:
         """Refunds captured money of a hold, in full or in part (a cancelled or returned order), to the
         card it came from or to the wallet. Several refunds may be made until the captured amount is
         used up. Refunds to the wallet are not subject to top-up limits.
-        Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED.
+        Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED,
+        WALLET_NOT_FOUND (a refund to the wallet of a customer without one), CARD_REFUND_FAILED,
+        ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,7 +287,8 @@ class WalletServiceServicer:
         with the customer's mechanic or an explicit one. Uses the very same function as the real
         monthly posting: 50,000 RUB for 12 months at 12 % gives 500 points a month, 6,000 in total.
         Read-only.
-        Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE.
+        Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE,
+        MECHANIC_REQUIRED (neither a customer nor a mechanic given).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -305,7 +309,8 @@ class WalletServiceServicer:
         for the month is skipped, so re-running the month (with any request id) changes nothing. The
         points are credited in the Points service (source WALLET_INTEREST) through the outbox, in
         batches.
-        Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH.
+        Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH,
+        UNAVAILABLE when Promotions cannot be asked for the month's mechanics (run it again later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -323,7 +328,8 @@ class WalletServiceServicer:
         """Wallet statistics per customer over a period, for the experiments service (adoption, net
         deposits, average balance). Filtered by up to 1000 customer ids, or over every customer with
         a wallet when none are given, page by page.
-        Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN.
+        Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN, PERIOD_REQUIRED,
+        INVALID_PERIOD.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

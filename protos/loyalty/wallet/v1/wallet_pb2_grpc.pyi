@@ -101,12 +101,13 @@ class WalletServiceStub:
     """Captures all or part of an active hold: the money moves to the merchant. A hold is captured
     once; the part not captured is released at the same time.
     Reasons: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_ALREADY_CAPTURED, HOLD_ALREADY_RELEASED,
-    CAPTURE_EXCEEDS_HOLD.
+    CAPTURE_EXCEEDS_HOLD, HOLD_PENDING (a card authorisation not settled yet), CARD_CAPTURE_FAILED
+    (the acquirer refused), ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
     """
     ReleaseHold: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseHoldRequest, _wallet_pb2.ReleaseHoldResponse]
     """Releases an active hold in full: the money becomes available again (or the card
     authorisation is voided). Releasing an already released or expired hold returns it as is.
-    Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED.
+    Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED, CARD_VOID_FAILED, ACQUIRER_TIMEOUT (UNAVAILABLE).
     """
     GetHold: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetHoldRequest, _wallet_pb2.GetHoldResponse]
     """Returns one hold with its capture and refunds so far.
@@ -116,7 +117,9 @@ class WalletServiceStub:
     """Refunds captured money of a hold, in full or in part (a cancelled or returned order), to the
     card it came from or to the wallet. Several refunds may be made until the captured amount is
     used up. Refunds to the wallet are not subject to top-up limits.
-    Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED.
+    Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED,
+    WALLET_NOT_FOUND (a refund to the wallet of a customer without one), CARD_REFUND_FAILED,
+    ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
     """
     ListStatementEntries: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListStatementEntriesRequest, _wallet_pb2.ListStatementEntriesResponse]
     """Lists the movements that changed the customer's wallet balance, newest first: top-ups,
@@ -128,7 +131,8 @@ class WalletServiceStub:
     with the customer's mechanic or an explicit one. Uses the very same function as the real
     monthly posting: 50,000 RUB for 12 months at 12 % gives 500 points a month, 6,000 in total.
     Read-only.
-    Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE.
+    Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE,
+    MECHANIC_REQUIRED (neither a customer nor a mechanic given).
     """
     ListInterestAccruals: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListInterestAccrualsRequest, _wallet_pb2.ListInterestAccrualsResponse]
     """Lists a customer's monthly interest accruals, newest month first: the basis, the rate, the
@@ -141,7 +145,8 @@ class WalletServiceStub:
     for the month is skipped, so re-running the month (with any request id) changes nothing. The
     points are credited in the Points service (source WALLET_INTEREST) through the outbox, in
     batches.
-    Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH.
+    Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH,
+    UNAVAILABLE when Promotions cannot be asked for the month's mechanics (run it again later).
     """
     ReleaseExpiredHolds: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseExpiredHoldsRequest, _wallet_pb2.ReleaseExpiredHoldsResponse]
     """Operator job: releases every hold whose expire_time has passed (voiding card
@@ -151,7 +156,8 @@ class WalletServiceStub:
     """Wallet statistics per customer over a period, for the experiments service (adoption, net
     deposits, average balance). Filtered by up to 1000 customer ids, or over every customer with
     a wallet when none are given, page by page.
-    Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN.
+    Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN, PERIOD_REQUIRED,
+    INVALID_PERIOD.
     """
 
 @_typing.type_check_only
@@ -227,12 +233,13 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Captures all or part of an active hold: the money moves to the merchant. A hold is captured
     once; the part not captured is released at the same time.
     Reasons: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_ALREADY_CAPTURED, HOLD_ALREADY_RELEASED,
-    CAPTURE_EXCEEDS_HOLD.
+    CAPTURE_EXCEEDS_HOLD, HOLD_PENDING (a card authorisation not settled yet), CARD_CAPTURE_FAILED
+    (the acquirer refused), ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
     """
     ReleaseHold: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseHoldRequest, _wallet_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
     """Releases an active hold in full: the money becomes available again (or the card
     authorisation is voided). Releasing an already released or expired hold returns it as is.
-    Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED.
+    Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED, CARD_VOID_FAILED, ACQUIRER_TIMEOUT (UNAVAILABLE).
     """
     GetHold: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetHoldRequest, _wallet_pb2.GetHoldResponse]  # type: ignore[assignment]
     """Returns one hold with its capture and refunds so far.
@@ -242,7 +249,9 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Refunds captured money of a hold, in full or in part (a cancelled or returned order), to the
     card it came from or to the wallet. Several refunds may be made until the captured amount is
     used up. Refunds to the wallet are not subject to top-up limits.
-    Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED.
+    Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED,
+    WALLET_NOT_FOUND (a refund to the wallet of a customer without one), CARD_REFUND_FAILED,
+    ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
     """
     ListStatementEntries: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListStatementEntriesRequest, _wallet_pb2.ListStatementEntriesResponse]  # type: ignore[assignment]
     """Lists the movements that changed the customer's wallet balance, newest first: top-ups,
@@ -254,7 +263,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     with the customer's mechanic or an explicit one. Uses the very same function as the real
     monthly posting: 50,000 RUB for 12 months at 12 % gives 500 points a month, 6,000 in total.
     Read-only.
-    Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE.
+    Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE,
+    MECHANIC_REQUIRED (neither a customer nor a mechanic given).
     """
     ListInterestAccruals: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListInterestAccrualsRequest, _wallet_pb2.ListInterestAccrualsResponse]  # type: ignore[assignment]
     """Lists a customer's monthly interest accruals, newest month first: the basis, the rate, the
@@ -267,7 +277,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     for the month is skipped, so re-running the month (with any request id) changes nothing. The
     points are credited in the Points service (source WALLET_INTEREST) through the outbox, in
     batches.
-    Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH.
+    Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH,
+    UNAVAILABLE when Promotions cannot be asked for the month's mechanics (run it again later).
     """
     ReleaseExpiredHolds: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseExpiredHoldsRequest, _wallet_pb2.ReleaseExpiredHoldsResponse]  # type: ignore[assignment]
     """Operator job: releases every hold whose expire_time has passed (voiding card
@@ -277,7 +288,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Wallet statistics per customer over a period, for the experiments service (adoption, net
     deposits, average balance). Filtered by up to 1000 customer ids, or over every customer with
     a wallet when none are given, page by page.
-    Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN.
+    Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN, PERIOD_REQUIRED,
+    INVALID_PERIOD.
     """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -398,7 +410,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Captures all or part of an active hold: the money moves to the merchant. A hold is captured
         once; the part not captured is released at the same time.
         Reasons: HOLD_NOT_FOUND, HOLD_EXPIRED, HOLD_ALREADY_CAPTURED, HOLD_ALREADY_RELEASED,
-        CAPTURE_EXCEEDS_HOLD.
+        CAPTURE_EXCEEDS_HOLD, HOLD_PENDING (a card authorisation not settled yet), CARD_CAPTURE_FAILED
+        (the acquirer refused), ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
         """
 
     @_abc_1.abstractmethod
@@ -409,7 +422,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.ReleaseHoldResponse, _abc.Awaitable[_wallet_pb2.ReleaseHoldResponse]]:
         """Releases an active hold in full: the money becomes available again (or the card
         authorisation is voided). Releasing an already released or expired hold returns it as is.
-        Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED.
+        Reasons: HOLD_NOT_FOUND, HOLD_ALREADY_CAPTURED, CARD_VOID_FAILED, ACQUIRER_TIMEOUT (UNAVAILABLE).
         """
 
     @_abc_1.abstractmethod
@@ -431,7 +444,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Refunds captured money of a hold, in full or in part (a cancelled or returned order), to the
         card it came from or to the wallet. Several refunds may be made until the captured amount is
         used up. Refunds to the wallet are not subject to top-up limits.
-        Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED.
+        Reasons: HOLD_NOT_FOUND, HOLD_NOT_CAPTURED, REFUND_EXCEEDS_CAPTURED, WALLET_CLOSED,
+        WALLET_NOT_FOUND (a refund to the wallet of a customer without one), CARD_REFUND_FAILED,
+        ACQUIRER_TIMEOUT (UNAVAILABLE: retry with the same request id).
         """
 
     @_abc_1.abstractmethod
@@ -455,7 +470,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         with the customer's mechanic or an explicit one. Uses the very same function as the real
         monthly posting: 50,000 RUB for 12 months at 12 % gives 500 points a month, 6,000 in total.
         Read-only.
-        Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE.
+        Reasons: MONTHS_OUT_OF_RANGE (INVALID_ARGUMENT, 1..120), MECHANIC_APR_OUT_OF_RANGE,
+        MECHANIC_REQUIRED (neither a customer nor a mechanic given).
         """
 
     @_abc_1.abstractmethod
@@ -480,7 +496,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         for the month is skipped, so re-running the month (with any request id) changes nothing. The
         points are credited in the Points service (source WALLET_INTEREST) through the outbox, in
         batches.
-        Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH.
+        Reasons: MONTH_NOT_ENDED (FAILED_PRECONDITION, the month is not over yet), INVALID_MONTH,
+        UNAVAILABLE when Promotions cannot be asked for the month's mechanics (run it again later).
         """
 
     @_abc_1.abstractmethod
@@ -502,7 +519,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Wallet statistics per customer over a period, for the experiments service (adoption, net
         deposits, average balance). Filtered by up to 1000 customer ids, or over every customer with
         a wallet when none are given, page by page.
-        Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN.
+        Reasons: TOO_MANY_CUSTOMERS (INVALID_ARGUMENT), INVALID_PAGE_TOKEN, PERIOD_REQUIRED,
+        INVALID_PERIOD.
         """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,266 @@
+"""Monthly interest posting, the accruals list and the yield calculator.
+
+`post()` works through the wallets in batches of up to 1,000: it asks Promotions for the
+mechanics of the batch's customers for the month (outside any transaction), then in one
+transaction computes each interest wallet's month from its end-of-day balances and the carry of
+its previous accrual, records the accruals (unique per wallet and month, so a second run finds
+them and skips) and queues ONE outbox message, a BatchCreditPoints of the batch's positive
+credits, each keyed `interest:<wallet_id>:<month>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.exc import IntegrityError
+
+from services.wallet.adapters import points_peer
+from services.wallet.adapters.promotions_peer import MechanicLookup
+from services.wallet.adapters.tables import InterestAccrual, StatementEntry, Wallet
+from services.wallet.domain.balances import end_of_day_balances
+from services.wallet.domain.interest import YieldMonth, monthly_interest, project_yield
+from services.wallet.domain.mechanics import InterestMechanic, Mechanic
+from shared.calendar import Month, ProgrammeCalendar
+from shared.clock import Clock
+from shared.db import Database, UnitOfWork
+from shared.errors import FailedPrecondition, InvalidArgument
+from shared.outbox import Outbox
+from shared.pagination import decode_token, encode_token
+
+log = logging.getLogger(__name__)
+
+BATCH = points_peer.MAX_BATCH
+MAX_MONTHS = 120
+_wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
+_entries: Table = StatementEntry.__table__  # type: ignore[attr-defined]
+_accruals: Table = InterestAccrual.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class PostSummary:
+    posted: int = 0
+    already_posted: int = 0
+    not_on_interest: int = 0
+    points: int = 0
+
+    def __add__(self, other: PostSummary) -> PostSummary:
+        return PostSummary(
+            self.posted + other.posted,
+            self.already_posted + other.already_posted,
+            self.not_on_interest + other.not_on_interest,
+            self.points + other.points,
+        )
+
+
+@dataclass(frozen=True)
+class _WalletRow:
+    wallet_id: str
+    customer_id: str
+
+
+class Interest:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        calendar: ProgrammeCalendar,
+        mechanics: MechanicLookup,
+        outbox: Outbox,
+    ) -> None:
+        self._db = database
+        self._clock = clock
+        self._calendar = calendar
+        self._mechanics = mechanics
+        self._outbox = outbox
+
+    # -- posting -----------------------------------------------------------------------------------
+
+    def ended_month(self, text: str) -> Month:
+        month = Month.parse(text)
+        end = self._calendar.month_end(month)
+        if self._clock.now() < end:
+            raise FailedPrecondition(
+                "MONTH_NOT_ENDED",
+                f"{month} is not over yet (it ends at {end.isoformat()})",
+                metadata={"month": str(month)},
+            )
+        return month
+
+    def post(self, month: Month) -> PostSummary:
+        summary = PostSummary()
+        after = ""
+        month_end = self._calendar.month_end(month)
+        while True:
+            with self._db.unit_of_work() as uow:
+                w = _wallets.c
+                rows = uow.session.execute(
+                    select(w.wallet_id, w.customer_id)
+                    .where(w.created_at < month_end, w.wallet_id > after)
+                    .order_by(w.wallet_id)
+                    .limit(BATCH)
+                ).all()
+            batch = [_WalletRow(r[0], r[1]) for r in rows]
+            if not batch:
+                return summary
+            mechanics = self._mechanics.for_month([row.customer_id for row in batch], month)
+            summary += self._post_batch(batch, mechanics, month)
+            after = batch[-1].wallet_id
+
+    def _post_batch(self, batch: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month) -> PostSummary:
+        for _ in range(3):
+            try:
+                with self._db.unit_of_work() as uow:
+                    summary = self._post_batch_in(uow, batch, mechanics, month)
+                    uow.commit()
+                    return summary
+            except IntegrityError:
+                log.info("a concurrent run posted part of the batch; reading it again", extra={"month": str(month)})
+        raise FailedPrecondition("INTEREST_POSTING_RACE", "another run keeps posting the same wallets; run again")
+
+    def _post_batch_in(
+        self, uow: UnitOfWork, batch: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month
+    ) -> PostSummary:
+        ids = [row.wallet_id for row in batch]
+        a = _accruals.c
+        already = set(
+            uow.session.execute(select(a.wallet_id).where(a.month == str(month), a.wallet_id.in_(ids))).scalars()
+        )
+        todo: list[tuple[_WalletRow, InterestMechanic]] = []
+        not_on_interest = 0
+        for row in batch:
+            mechanic = mechanics[row.customer_id]
+            if not isinstance(mechanic, InterestMechanic):
+                not_on_interest += 1
+            elif row.wallet_id not in already:
+                todo.append((row, mechanic))
+        todo_ids = [row.wallet_id for row, _ in todo]
+        balances = self.daily_balances(uow, todo_ids, month)
+        carries = self._carries(uow, todo_ids, month)
+        now = self._clock.now()
+        credits: list[points_peer.InterestCredit] = []
+        points_total = 0
+        for row, mechanic in todo:
+            result = monthly_interest(balances[row.wallet_id], mechanic, carries.get(row.wallet_id, 0))
+            uow.session.add(
+                InterestAccrual(
+                    wallet_id=row.wallet_id,
+                    customer_id=row.customer_id,
+                    month=str(month),
+                    mechanic_code=mechanic.code[:64],
+                    mechanic_name=mechanic.name[:200],
+                    apr_bps=mechanic.apr_bps,
+                    basis=mechanic.basis.value,
+                    basis_minor=result.basis_minor,
+                    carry_in_micro=result.carry_in_micro,
+                    accrued_micro=result.accrued_micro,
+                    points=result.points,
+                    carry_out_micro=result.carry_out_micro,
+                    posted_at=now,
+                )
+            )
+            if result.points > 0:
+                credits.append(points_peer.InterestCredit(row.wallet_id, row.customer_id, str(month), result.points))
+                points_total += result.points
+        uow.session.flush()  # the unique (wallet, month) key speaks here if a concurrent run won
+        if credits:
+            self._outbox.enqueue(
+                uow,
+                peer=points_peer.PEER,
+                method=points_peer.BATCH_CREDIT_POINTS,
+                request=points_peer.batch_credit_request(f"interest-batch:{month}:{uuid.uuid4()}", credits),
+            )
+        return PostSummary(len(todo), len(already), not_on_interest, points_total)
+
+    def daily_balances(self, uow: UnitOfWork, wallet_ids: Sequence[str], month: Month) -> dict[str, list[int]]:
+        """End-of-day balances of every day of `month` for each wallet (0 before it opened)."""
+        if not wallet_ids:
+            return {}
+        start, end = self._calendar.month_start(month), self._calendar.month_end(month)
+        day_ends = [self._calendar.end_of_day(day) for day in month.days()]
+        opening, changes = balances_between(uow, wallet_ids, start, end)
+        return {
+            wallet_id: end_of_day_balances(opening.get(wallet_id, 0), changes.get(wallet_id, []), day_ends)
+            for wallet_id in wallet_ids
+        }
+
+    @staticmethod
+    def _carries(uow: UnitOfWork, wallet_ids: Sequence[str], month: Month) -> dict[str, int]:
+        """Carry-out of each wallet's latest accrual before `month` (months are posted in order)."""
+        if not wallet_ids:
+            return {}
+        a = _accruals.c
+        latest = (
+            select(a.wallet_id, func.max(a.month).label("month"))
+            .where(a.wallet_id.in_(wallet_ids), a.month < str(month))
+            .group_by(a.wallet_id)
+            .subquery()
+        )
+        rows = uow.session.execute(
+            select(a.wallet_id, a.carry_out_micro).join(
+                latest, (a.wallet_id == latest.c.wallet_id) & (a.month == latest.c.month)
+            )
+        ).all()
+        return {row[0]: int(row[1]) for row in rows}
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def accruals(self, wallet_id: str, size: int, token: str) -> tuple[list[InterestAccrual], str]:
+        position = decode_token("interest-accruals", token, [str])
+        with self._db.unit_of_work() as uow:
+            query = select(InterestAccrual).where(InterestAccrual.wallet_id == wallet_id)  # type: ignore[arg-type]
+            if position is not None:
+                query = query.where(InterestAccrual.month < position[0])
+            rows = list(uow.session.scalars(query.order_by(InterestAccrual.month.desc()).limit(size + 1)))  # type: ignore[attr-defined]
+            uow.session.expunge_all()
+        next_token = encode_token("interest-accruals", [rows[size - 1].month]) if len(rows) > size else ""
+        return rows[:size], next_token
+
+    # -- calculator --------------------------------------------------------------------------------
+
+    def project(
+        self, amount_minor: int, months: int, mechanic: Mechanic, monthly_spend_minor: int, start_month: str
+    ) -> list[YieldMonth]:
+        if not 1 <= months <= MAX_MONTHS:
+            raise InvalidArgument.field("months", f"must be between 1 and {MAX_MONTHS}", "MONTHS_OUT_OF_RANGE")
+        if monthly_spend_minor < 0:
+            raise InvalidArgument.field("monthly_spend.amount_minor", "must not be negative", "INVALID_AMOUNT")
+        first = (
+            Month.parse(start_month, field="start_month")
+            if start_month
+            else self._calendar.month_of(self._clock.now()).next()
+        )
+        return project_yield(amount_minor, first, months, mechanic, monthly_spend_minor)
+
+
+def balances_between(
+    uow: UnitOfWork, wallet_ids: Sequence[str], start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, list[tuple[datetime, int]]]]:
+    """(balance of each wallet just before `start`, its (time, balance after) changes in
+    [start, end) in booking order)."""
+    e = _entries.c
+    last_before = (
+        select(e.wallet_id, func.max(e.id).label("id"))
+        .where(e.wallet_id.in_(wallet_ids), e.created_at < start)
+        .group_by(e.wallet_id)
+        .subquery()
+    )
+    opening = {
+        row[0]: int(row[1])
+        for row in uow.session.execute(
+            select(e.wallet_id, e.balance_after_minor).join(last_before, e.id == last_before.c.id)
+        ).all()
+    }
+    changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for wallet_id, created_at, balance in uow.session.execute(
+        select(e.wallet_id, e.created_at, e.balance_after_minor)
+        .where(e.wallet_id.in_(wallet_ids), e.created_at >= start, e.created_at < end)
+        .order_by(e.id)
+    ).all():
+        changes[wallet_id].append((created_at, int(balance)))
+    return opening, changes
