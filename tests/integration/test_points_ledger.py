@@ -89,6 +89,11 @@ def test_a_bad_credit_is_refused_with_its_reason_and_changes_nothing(
     assert api.history("c-1") == [] and api.balance("c-1").available == 0
 
 
+def test_a_credit_without_a_source_is_refused(api: PointsClient) -> None:
+    request = pb.CreditPointsRequest(request_id=rid(), customer_id="c-1", points=5)
+    assert refused(lambda: api.stub.CreditPoints(request)).reason == "SOURCE_REQUIRED"
+
+
 def test_an_expiry_in_the_past_is_refused(api: PointsClient, clock: ManualClock) -> None:
     assert refused(lambda: api.credit("c-1", 5, expires_at=clock.now())).reason == "EXPIRY_IN_PAST"
 

@@ -97,6 +97,8 @@ def expiring_to_proto(day: str, earliest: datetime, points: int) -> points_pb2.E
 
 
 def credit_from_proto(request: points_pb2.CreditPointsRequest) -> CreditRequest:
+    if request.source == points_pb2.POINTS_SOURCE_UNSPECIFIED:
+        raise InvalidArgument.field("source", "is required", "SOURCE_REQUIRED")
     return CreditRequest(
         customer_id=request.customer_id,
         points=request.points,

@@ -174,8 +174,9 @@ class PointsServiceServicer:
     def CreditPoints(self, request, context):
         """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
         yet delivered) are not spendable until activated.
-        Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, REASON_REQUIRED and OPERATOR_REQUIRED (for
-        MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
+        Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
+        PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+        and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,7 +204,8 @@ class PointsServiceServicer:
         they are available. A time in the future schedules the activation and ActivateDuePoints
         carries it out; a time now or in the past activates at once. A lot's expiry, when it was
         credited without one, is counted from its activation.
-        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference).
+        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
+        REFERENCE_REQUIRED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,7 +231,8 @@ class PointsServiceServicer:
         """Holds points for a checkout against a reference, taking lots nearest expiry first. Follow with
         CaptureHold or ReleaseHold; an unsettled hold is released at expire_time by
         ReleaseExpiredHolds. Concurrent holds never overdraw the balance.
-        Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT.
+        Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT, INVALID_TTL
+        (not positive, or above 7 days).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

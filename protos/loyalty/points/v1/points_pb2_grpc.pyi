@@ -57,8 +57,9 @@ class PointsServiceStub:
     CreditPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.CreditPointsRequest, _points_pb2.CreditPointsResponse]
     """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
     yet delivered) are not spendable until activated.
-    Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, REASON_REQUIRED and OPERATOR_REQUIRED (for
-    MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
+    Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
+    PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+    and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
     """
     BatchCreditPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.BatchCreditPointsRequest, _points_pb2.BatchCreditPointsResponse]
     """Credits up to 1000 lots in one call (interest posting, outbox relays). Each item is
@@ -73,7 +74,8 @@ class PointsServiceStub:
     they are available. A time in the future schedules the activation and ActivateDuePoints
     carries it out; a time now or in the past activates at once. A lot's expiry, when it was
     credited without one, is counted from its activation.
-    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference).
+    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
+    REFERENCE_REQUIRED.
     """
     CancelPendingPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.CancelPendingPointsRequest, _points_pb2.CancelPendingPointsResponse]
     """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
@@ -87,7 +89,8 @@ class PointsServiceStub:
     """Holds points for a checkout against a reference, taking lots nearest expiry first. Follow with
     CaptureHold or ReleaseHold; an unsettled hold is released at expire_time by
     ReleaseExpiredHolds. Concurrent holds never overdraw the balance.
-    Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT.
+    Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT, INVALID_TTL
+    (not positive, or above 7 days).
     """
     CaptureHold: _grpc.UnaryUnaryMultiCallable[_points_pb2.CaptureHoldRequest, _points_pb2.CaptureHoldResponse]
     """Captures all or part of a hold: the points are spent. A hold is captured once; the part not
@@ -174,8 +177,9 @@ class PointsServiceAsyncStub(PointsServiceStub):
     CreditPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.CreditPointsRequest, _points_pb2.CreditPointsResponse]  # type: ignore[assignment]
     """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
     yet delivered) are not spendable until activated.
-    Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, REASON_REQUIRED and OPERATOR_REQUIRED (for
-    MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
+    Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
+    PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+    and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
     """
     BatchCreditPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.BatchCreditPointsRequest, _points_pb2.BatchCreditPointsResponse]  # type: ignore[assignment]
     """Credits up to 1000 lots in one call (interest posting, outbox relays). Each item is
@@ -190,7 +194,8 @@ class PointsServiceAsyncStub(PointsServiceStub):
     they are available. A time in the future schedules the activation and ActivateDuePoints
     carries it out; a time now or in the past activates at once. A lot's expiry, when it was
     credited without one, is counted from its activation.
-    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference).
+    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
+    REFERENCE_REQUIRED.
     """
     CancelPendingPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.CancelPendingPointsRequest, _points_pb2.CancelPendingPointsResponse]  # type: ignore[assignment]
     """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
@@ -204,7 +209,8 @@ class PointsServiceAsyncStub(PointsServiceStub):
     """Holds points for a checkout against a reference, taking lots nearest expiry first. Follow with
     CaptureHold or ReleaseHold; an unsettled hold is released at expire_time by
     ReleaseExpiredHolds. Concurrent holds never overdraw the balance.
-    Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT.
+    Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT, INVALID_TTL
+    (not positive, or above 7 days).
     """
     CaptureHold: _aio.UnaryUnaryMultiCallable[_points_pb2.CaptureHoldRequest, _points_pb2.CaptureHoldResponse]  # type: ignore[assignment]
     """Captures all or part of a hold: the points are spent. A hold is captured once; the part not
@@ -294,8 +300,9 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_points_pb2.CreditPointsResponse, _abc.Awaitable[_points_pb2.CreditPointsResponse]]:
         """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
         yet delivered) are not spendable until activated.
-        Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, REASON_REQUIRED and OPERATOR_REQUIRED (for
-        MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
+        Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
+        PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+        and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
         """
 
     @_abc_1.abstractmethod
@@ -328,7 +335,8 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         they are available. A time in the future schedules the activation and ActivateDuePoints
         carries it out; a time now or in the past activates at once. A lot's expiry, when it was
         credited without one, is counted from its activation.
-        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference).
+        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
+        REFERENCE_REQUIRED.
         """
 
     @_abc_1.abstractmethod
@@ -360,7 +368,8 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Holds points for a checkout against a reference, taking lots nearest expiry first. Follow with
         CaptureHold or ReleaseHold; an unsettled hold is released at expire_time by
         ReleaseExpiredHolds. Concurrent holds never overdraw the balance.
-        Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT.
+        Reasons: INSUFFICIENT_POINTS (FAILED_PRECONDITION), INVALID_POINTS_AMOUNT, INVALID_TTL
+        (not positive, or above 7 days).
         """
 
     @_abc_1.abstractmethod
