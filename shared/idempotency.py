@@ -72,16 +72,7 @@ class Idempotency:
                 if stored is not None:
                     return self._replay(stored, fingerprint, response_type, request_id)
                 try:
-                    uow.session.execute(
-                        insert(self._table).values(
-                            scope=scope,
-                            request_id=request_id,
-                            request_hash=fingerprint,
-                            response=None,
-                            created_at=self._clock.now(),
-                        )
-                    )
-                    uow.flush()
+                    self._claim(uow, scope, request_id, fingerprint, None)
                 except IntegrityError:
                     continue  # a concurrent first attempt won; read its answer
                 response = effect(uow)
@@ -136,16 +127,7 @@ class Idempotency:
             return self._replay(stored, fingerprint, response_type, request_id)
         savepoint = uow.session.begin_nested()
         try:
-            uow.session.execute(
-                insert(self._table).values(
-                    scope=scope,
-                    request_id=request_id,
-                    request_hash=fingerprint,
-                    response=None,
-                    created_at=self._clock.now(),
-                )
-            )
-            uow.flush()
+            self._claim(uow, scope, request_id, fingerprint, None)
         except IntegrityError:
             savepoint.rollback()  # a concurrent first attempt committed meanwhile; answer with its result
             stored = self._stored(uow, scope, request_id)
@@ -182,15 +164,7 @@ class Idempotency:
         response = work()
         with self._db.unit_of_work() as uow:
             try:
-                uow.session.execute(
-                    insert(self._table).values(
-                        scope=scope,
-                        request_id=request_id,
-                        request_hash=fingerprint,
-                        response=response.SerializeToString(deterministic=True),
-                        created_at=self._clock.now(),
-                    )
-                )
+                self._claim(uow, scope, request_id, fingerprint, response)
                 uow.commit()
             except IntegrityError:
                 uow.session.rollback()
@@ -199,6 +173,19 @@ class Idempotency:
                     return self._replay(stored, fingerprint, response_type, request_id)
                 raise
         return response
+
+    def _claim(self, uow: UnitOfWork, scope: str, request_id: str, fingerprint: str, response: Message | None) -> None:
+        """Insert the key (IntegrityError if it exists), with the answer when it is already known."""
+        uow.session.execute(
+            insert(self._table).values(
+                scope=scope,
+                request_id=request_id,
+                request_hash=fingerprint,
+                response=None if response is None else response.SerializeToString(deterministic=True),
+                created_at=self._clock.now(),
+            )
+        )
+        uow.flush()
 
     def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
         row = uow.session.execute(
