@@ -10,6 +10,8 @@ import pytest
 from loyalty.common.v1 import payment_pb2
 from loyalty.wallet.v1 import wallet_pb2
 
+from services.wallet.adapters.acquirer_simulator import SimulatedAcquirer
+from services.wallet.service_layer.acquirer import AcquirerResult, AcquirerTimeout
 from shared.clock import ManualClock
 from shared.errors import FailedPrecondition, NotFound, from_rpc_error
 from tests.harness import Harness
@@ -88,6 +90,31 @@ def test_holds_expire_after_their_ttl_and_the_sweeper_releases_them_once(
     assert wallet.wallet("c-1").available.amount_minor == 80_000
     assert wallet.capture(default.hold_id).status == wallet_pb2.HOLD_STATUS_CAPTURED
     assert wallet.balance("c-1") == 80_000
+
+
+def test_a_card_hold_the_acquirer_will_not_void_does_not_stop_the_sweep(
+    wallet: WalletClient, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = wallet.hold("c-1", 30_000, method=payment_pb2.PAYMENT_METHOD_CARD, token="tok_ok", ttl_seconds=60)
+    other = wallet.hold("c-2", 20_000, method=payment_pb2.PAYMENT_METHOD_CARD, token="tok_ok", ttl_seconds=120)
+    void = SimulatedAcquirer.void
+
+    def flaky_void(self: SimulatedAcquirer, key: str, authorisation_key: str) -> AcquirerResult:
+        if key == f"void:{stuck.hold_id}":
+            raise AcquirerTimeout
+        return void(self, key, authorisation_key)
+
+    monkeypatch.setattr(SimulatedAcquirer, "void", flaky_void)
+    clock.advance(timedelta(minutes=3))
+    sweep = wallet.stub.ReleaseExpiredHolds(wallet_pb2.ReleaseExpiredHoldsRequest(request_id="sweep-1"))
+    assert (sweep.holds_released, sweep.amount_released.amount_minor) == (1, 20_000)
+    get = wallet.stub.GetHold
+    assert get(wallet_pb2.GetHoldRequest(hold_id=other.hold_id)).hold.status == wallet_pb2.HOLD_STATUS_EXPIRED
+    assert get(wallet_pb2.GetHoldRequest(hold_id=stuck.hold_id)).hold.status == wallet_pb2.HOLD_STATUS_ACTIVE
+    monkeypatch.setattr(SimulatedAcquirer, "void", void)  # the acquirer answers again
+    later = wallet.stub.ReleaseExpiredHolds(wallet_pb2.ReleaseExpiredHoldsRequest(request_id="sweep-2"))
+    assert (later.holds_released, later.amount_released.amount_minor) == (1, 30_000)
+    assert get(wallet_pb2.GetHoldRequest(hold_id=stuck.hold_id)).hold.status == wallet_pb2.HOLD_STATUS_EXPIRED
 
 
 def test_refunds_to_the_wallet_until_the_captured_amount_is_used_up(wallet: WalletClient, clock: ManualClock) -> None:

@@ -46,7 +46,7 @@ from services.wallet.service_layer.acquirer import Acquirer, AcquirerResult, Acq
 from services.wallet.service_layer.top_ups import card_declined
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork, rowcount
-from shared.errors import FailedPrecondition, NotFound, PeerUnavailable
+from shared.errors import DomainError, FailedPrecondition, NotFound, PeerUnavailable
 from shared.idempotency import Idempotency
 from shared.validation import validate_customer_id
 
@@ -289,26 +289,29 @@ class Holds:
         """Release every active or pending hold past its expiry, in batches of short transactions;
         the status guard under the row lock makes each release happen once."""
         count = amount = 0
+        skipped: set[str] = set()  # card holds the acquirer would not void this run; tried again next run
         while True:
             now = self._clock.now()
             with self._db.unit_of_work() as uow:
-                due = list(
-                    uow.session.execute(
-                        select(_holds.c.hold_id)
-                        .where(
-                            _holds.c.status.in_([HoldStatus.ACTIVE.value, HoldStatus.PENDING.value]),
-                            _holds.c.expire_at <= now,
-                        )
-                        .order_by(_holds.c.expire_at)
-                        .limit(SWEEP_BATCH)
-                    ).scalars()
+                query = select(_holds.c.hold_id).where(
+                    _holds.c.status.in_([HoldStatus.ACTIVE.value, HoldStatus.PENDING.value]),
+                    _holds.c.expire_at <= now,
                 )
+                if skipped:
+                    query = query.where(_holds.c.hold_id.not_in(skipped))
+                due = list(uow.session.execute(query.order_by(_holds.c.expire_at).limit(SWEEP_BATCH)).scalars())
             if not due:
                 return Released(count, amount)
             for hold_id in due:
                 hold = self.get(hold_id)
                 if hold.payment_method == PaymentMethod.CARD:
-                    self._void(hold)
+                    try:
+                        self._void(hold)
+                    except DomainError as error:
+                        # One card the acquirer will not void must not stop every other release.
+                        log.warning("hold %s not released: %s %s", hold_id, error.reason, error.message)
+                        skipped.add(hold_id)
+                        continue
                 with self._db.unit_of_work() as uow:
                     before = self._locked(uow, hold_id).status
                     released = self.release(uow, hold_id, "expired", expired=True)
