@@ -281,14 +281,14 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
         lines = lines_from(request.lines) if request.lines else None
         with self._db.unit_of_work() as uow:
             checked = self._promo.check(uow, request.customer_id, request.code, lines)
-        response = promotions_pb2.ValidatePromoCodeResponse(
-            valid=checked.refusal is None,
-            reason=checked.refusal.value if checked.refusal is not None else "",
-            points=checked.points,
-        )
-        if checked.row is not None:
-            response.promo_code.CopyFrom(self._code(checked.row))
-        return response
+            response = promotions_pb2.ValidatePromoCodeResponse(
+                valid=checked.refusal is None,
+                reason=checked.refusal.value if checked.refusal is not None else "",
+                points=checked.points,
+            )
+            if checked.row is not None:
+                response.promo_code.CopyFrom(self._code(checked.row))
+            return response
 
     def ReservePromoCode(
         self, request: promotions_pb2.ReservePromoCodeRequest, context: grpc.ServicerContext
