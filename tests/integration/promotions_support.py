@@ -75,7 +75,8 @@ class PromotionsClient:
 
     def rules(self, page_size: int = 0, token: str = "", *statuses: int) -> pb.ListEarningRulesResponse:
         return self.stub.ListEarningRules(
-            pb.ListEarningRulesRequest(page_size=page_size, page_token=token, statuses=statuses), timeout=10
+            pb.ListEarningRulesRequest(page_size=page_size, page_token=token, statuses=statuses),  # type: ignore[arg-type]
+            timeout=10,
         )
 
     # campaigns
@@ -134,7 +135,7 @@ class PromotionsClient:
         self,
         customer: str,
         *lines: pb.OrderLine,
-        method: int = CARD,
+        method: Any = CARD,
         balance: money_pb2.Money | None = None,
         promo_code: str = "",
     ) -> pb.OrderEvaluation:
@@ -142,7 +143,7 @@ class PromotionsClient:
             customer_id=customer,
             lines=lines,
             payment_method=method,
-            promo_code=promo_code,  # type: ignore[arg-type]
+            promo_code=promo_code,
         )
         if balance is not None:
             request.wallet_balance.CopyFrom(balance)
@@ -153,13 +154,13 @@ class PromotionsClient:
         customer: str,
         order_id: str,
         *lines: pb.OrderLine,
-        method: int = CARD,
+        method: Any = CARD,
         balance: money_pb2.Money | None = None,
         request_id: str | None = None,
     ) -> pb.OrderEvaluation:
         request = pb.AccrueOrderPointsRequest(
             request_id=request_id or rid(), customer_id=customer, order_id=order_id, lines=lines,
-            payment_method=method,  # type: ignore[arg-type]
+            payment_method=method,
         )  # fmt: skip
         if balance is not None:
             request.wallet_balance.CopyFrom(balance)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
+from typing import Any
 
 import pytest
 from loyalty.common.v1 import earning_pb2
@@ -39,7 +41,7 @@ def test_a_new_database_has_the_default_rule_of_one_percent(api: PromotionsClien
 
 def test_rule_validation_reasons(api: PromotionsClient, clock: ManualClock) -> None:
     now = clock.now()
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "NEGATIVE_RATE": dict(name="x", type=pb.EARNING_RULE_TYPE_CATEGORY_RATE, category="a", rate_bps=-1),
         "CATEGORY_REQUIRED": dict(name="x", type=pb.EARNING_RULE_TYPE_CATEGORY_RATE, rate_bps=100),
         "TIER_AMOUNT_REQUIRED": dict(name="x", type=pb.EARNING_RULE_TYPE_ORDER_AMOUNT_TIER, rate_bps=100),
@@ -51,7 +53,7 @@ def test_rule_validation_reasons(api: PromotionsClient, clock: ManualClock) -> N
         "INVALID_ENUM_VALUE": dict(name="x", rate_bps=200),
     }  # fmt: skip
     for reason, fields in cases.items():
-        assert refused(lambda fields=fields: api.create_rule(**fields)).reason == reason, reason
+        assert refused(partial(api.create_rule, **fields)).reason == reason, reason
     assert len(api.rules().rules) == 1  # nothing was created
 
 
@@ -152,10 +154,10 @@ def test_each_promo_code_refusal_reason(api: PromotionsClient, clock: ManualCloc
     for code, reason in expected.items():
         answer = api.validate("c-1", code.lower(), *order)  # any case
         assert (answer.valid, answer.reason, answer.points) == (False, reason, 0), code
-        error = refused(lambda code=code: api.reserve("c-1", code, "o-3", *order))
+        error = refused(partial(api.reserve, "c-1", code, "o-3", *order))
         assert error.reason == reason, code
         assert error.code.name == ("NOT_FOUND" if reason == "PROMO_CODE_NOT_FOUND" else "FAILED_PRECONDITION")
-        error = refused(lambda code=code: api.evaluate("c-1", *order, promo_code=code))
+        error = refused(partial(api.evaluate, "c-1", *order, promo_code=code))
         assert (error.reason, error.code.name) == (reason, "FAILED_PRECONDITION"), code
     ok = api.validate("c-2", "mine", *order)
     assert (ok.valid, ok.points, ok.promo_code.code) == (True, 100, "MINE")
@@ -164,7 +166,7 @@ def test_each_promo_code_refusal_reason(api: PromotionsClient, clock: ManualCloc
 def test_promo_code_validation_reasons(api: PromotionsClient, clock: ManualClock) -> None:
     now = clock.now()
     api.create_code("TAKEN", fixed_points=1)
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "PROMO_CODE_EXISTS": dict(code="taken", fixed_points=1),
         "REWARD_REQUIRED": dict(code="A1"),
         "NEGATIVE_BUDGET": dict(code="A2", fixed_points=1, budget_points=-1),
@@ -175,7 +177,7 @@ def test_promo_code_validation_reasons(api: PromotionsClient, clock: ManualClock
     }
     for reason, fields in cases.items():
         code = str(fields.pop("code"))
-        assert refused(lambda code=code, fields=fields: api.create_code(code, **fields)).reason == reason
+        assert refused(partial(api.create_code, code, **fields)).reason == reason
 
 
 def test_reserve_confirm_credits_and_a_failed_order_does_not_use_the_code(
@@ -183,7 +185,7 @@ def test_reserve_confirm_credits_and_a_failed_order_does_not_use_the_code(
 ) -> None:
     from tests.clients import PointsClient
 
-    promotions = harness.start("promotions")
+    promotions = harness.start("promotions", background_relay=False)
     api = PromotionsClient(promotions.channel())
     api.create_code("WELCOME", percent_bps=1000, max_points_per_use=300, usage_limit=1, budget_points=1_000)
     order = [line("a", "books", 2_000, points_used=500), line("b", "food", 5_000)]
