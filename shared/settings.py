@@ -82,6 +82,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROMOTIONS_REWARD_PHOTO_ADDED", "50", "Points for adding a profile photo (once per customer)."),
     Setting("PROMOTIONS_REWARD_SURVEY_COMPLETED", "100", "Points for completing a survey (once per survey)."),
     Setting(
+        "PROMOTIONS_DEFAULT_APR_BPS",
+        "1200",
+        "Default mechanic until an operator sets one (SetDefaultMechanic): interest APR in basis points, at most 1800.",
+    ),
+    Setting(
+        "PROMOTIONS_DEFAULT_INTEREST_BASIS",
+        "AVERAGE_DAILY",
+        "Balance basis of that configured default: `AVERAGE_DAILY` or `MINIMUM_DAILY`.",
+    ),
+    Setting(
+        "PROMOTIONS_TIME_ZONE",
+        "Europe/Moscow",
+        "Programme time zone of promotions: months of mechanic look-ups and of the monthly cashback cap.",
+    ),
+    Setting(
+        "PROMOTIONS_RESERVATION_TTL_SECONDS",
+        "900",
+        "Life of a promo code reservation when the caller sets no TTL; ReleaseExpiredReservations frees it after.",
+    ),
+    Setting(
         "WALLET_DEFAULT_APR_BPS",
         "1200",
         "Default mechanic for customers in no experiment: interest APR in basis points.",

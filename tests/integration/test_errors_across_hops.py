@@ -86,7 +86,9 @@ IMPLEMENTED = {
     "loyalty.wallet.v1.WalletService": {
         m.name for m in wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].methods
     },
-    "loyalty.promotions.v1.PromotionsService": {"RecordProfileAction"},
+    "loyalty.promotions.v1.PromotionsService": {
+        m.name for m in promotions_pb2.DESCRIPTOR.services_by_name["PromotionsService"].methods
+    },
     "loyalty.promotions.v1.ExperimentsService": set(),
     "loyalty.checkout.v1.CheckoutService": set(),
 }
@@ -112,4 +114,4 @@ def test_rpcs_of_later_issues_answer_unimplemented(platform: dict[str, RunningSe
                 call(b"", timeout=5)
             assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED, f"{full_name}/{method.name}"
             checked += 1
-    assert checked > 30
+    assert checked > 20

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from loyalty.points.v1 import points_pb2
 
-from shared.protoconv import method_path
+from shared.protoconv import method_path, to_timestamp
 
 PEER = "points"
 CREDIT_POINTS = method_path(points_pb2.DESCRIPTOR, "PointsService", "CreditPoints")
+
+SOURCES = {
+    "PURCHASE": points_pb2.POINTS_SOURCE_PURCHASE,
+    "CAMPAIGN": points_pb2.POINTS_SOURCE_CAMPAIGN,
+    "CASHBACK": points_pb2.POINTS_SOURCE_CASHBACK,
+    "PROMO_CODE": points_pb2.POINTS_SOURCE_PROMO_CODE,
+    "PROFILE_ACTION": points_pb2.POINTS_SOURCE_PROFILE_ACTION,
+    "SURVEY": points_pb2.POINTS_SOURCE_SURVEY,
+}
+# Points keeps only purchase and cashback points pending until the order is received; campaign and
+# promo-code points are credited available at once (Points refuses them pending), with the order
+# id as reference so that a cancelled or returned order can reverse them by reference.
+PENDING = frozenset({"PURCHASE", "CASHBACK"})
 
 
 def credit_request(
@@ -17,3 +32,26 @@ def credit_request(
     return points_pb2.CreditPointsRequest(
         request_id=request_id, customer_id=customer_id, points=points, source=source, reference=reference
     )
+
+
+def order_credit(
+    *,
+    request_id: str,
+    customer_id: str,
+    points: int,
+    source: str,
+    order_id: str,
+    expires_at: datetime | None = None,
+) -> points_pb2.CreditPointsRequest:
+    """A credit earned by an order: reference = the order id."""
+    request = points_pb2.CreditPointsRequest(
+        request_id=request_id,
+        customer_id=customer_id,
+        points=points,
+        source=SOURCES[source],
+        reference=order_id,
+        pending=source in PENDING,
+    )
+    if expires_at is not None:
+        request.expires_at.CopyFrom(to_timestamp(expires_at))
+    return request

@@ -1,0 +1,137 @@
+"""The wallet mechanic of each customer, and the default mechanic over time.
+
+The default for customers in no experiment is the configured one (12 % a year on the average
+daily balance unless PROMOTIONS_DEFAULT_APR_BPS / PROMOTIONS_DEFAULT_INTEREST_BASIS say
+otherwise) until an operator sets another with SetDefaultMechanic. Each set is a row effective
+from its time, so past months keep the mechanic then in force.
+
+`mechanic_for` is the one place that decides a customer's mechanic. Today it is the default for
+everyone; the experiments issue adds "the variant's mechanic for a participant of a running
+experiment" there, and nothing else has to change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import col, select
+
+from services.promotions.adapters.tables import DefaultMechanicRow
+from services.promotions.domain.mechanics import (
+    Cashback,
+    Interest,
+    InterestBasis,
+    Mechanic,
+    validate_cashback,
+    validate_interest,
+)
+from shared.calendar import Month, ProgrammeCalendar
+from shared.clock import Clock
+from shared.db import UnitOfWork
+from shared.errors import InvalidArgument
+from shared.validation import validate_customer_id
+
+MAX_BATCH = 1000
+MAX_TEXT = 500
+
+
+@dataclass(frozen=True)
+class DefaultInForce:
+    mechanic: Mechanic
+    effective_at: datetime | None  # None: the configured default nobody changed
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class CustomerMechanic:
+    customer_id: str
+    mechanic: Mechanic
+    origin: str  # "DEFAULT" (or "EXPERIMENT" once experiments land)
+    experiment_id: str = ""
+    variant_id: str = ""
+
+
+class Mechanics:
+    def __init__(self, configured: Mechanic, calendar: ProgrammeCalendar, clock: Clock) -> None:
+        self.configured = configured
+        self.calendar = calendar
+        self._clock = clock
+
+    def instant_of(self, at: datetime | None, month: str | None) -> datetime:
+        """The instant a request asks about: a time, the start of a month, or now."""
+        if month is not None:
+            return self.calendar.month_start(Month.parse(month))
+        return at or self._clock.now()
+
+    def default_at(self, uow: UnitOfWork, at: datetime) -> DefaultInForce:
+        row = uow.session.exec(
+            select(DefaultMechanicRow)
+            .where(DefaultMechanicRow.effective_at <= at)
+            .order_by(col(DefaultMechanicRow.effective_at).desc(), col(DefaultMechanicRow.created_at).desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return DefaultInForce(self.configured, None, "")
+        return DefaultInForce(mechanic_of(row), row.effective_at, row.experiment_id)
+
+    def mechanic_for(self, uow: UnitOfWork, customer_id: str, at: datetime) -> CustomerMechanic:
+        """The seam for experiments: a participant's variant mechanic goes here."""
+        return CustomerMechanic(customer_id, self.default_at(uow, at).mechanic, "DEFAULT")
+
+    def mechanics_for(self, uow: UnitOfWork, customer_ids: Sequence[str], at: datetime) -> list[CustomerMechanic]:
+        if not customer_ids:
+            raise InvalidArgument.field("customer_ids", "give 1 to 1000 customers", "CUSTOMERS_REQUIRED")
+        if len(customer_ids) > MAX_BATCH:
+            raise InvalidArgument.field("customer_ids", f"at most {MAX_BATCH} customers", "TOO_MANY_CUSTOMERS")
+        for customer_id in customer_ids:
+            validate_customer_id(customer_id)
+        default = self.default_at(uow, at).mechanic
+        return [CustomerMechanic(c, default, "DEFAULT") for c in customer_ids]
+
+    def set_default(
+        self, uow: UnitOfWork, mechanic: Mechanic, effective_at: datetime | None, reason: str, operator_id: str
+    ) -> DefaultMechanicRow:
+        now = self._clock.now()
+        if not reason.strip():
+            raise InvalidArgument.field("reason", "is required", "REASON_REQUIRED")
+        if not operator_id.strip():
+            raise InvalidArgument.field("operator_id", "is required", "OPERATOR_REQUIRED")
+        if len(reason) > MAX_TEXT or len(operator_id) > 64:
+            raise InvalidArgument.field("reason", f"must be at most {MAX_TEXT} characters", "TEXT_TOO_LONG")
+        when = effective_at or now
+        if when < now:
+            raise InvalidArgument.field("effective_time", "must not be in the past", "EFFECTIVE_TIME_IN_PAST")
+        if isinstance(mechanic.kind, Interest):
+            validate_interest(mechanic.kind.apr_bps)
+        else:
+            validate_cashback(mechanic.kind.tiers, mechanic.kind.monthly_cap_points)
+        row = DefaultMechanicRow(
+            mechanic_id=str(uuid.uuid4()),
+            effective_at=when,
+            code=mechanic.code,
+            name=mechanic.name,
+            kind="INTEREST" if isinstance(mechanic.kind, Interest) else "CASHBACK",
+            apr_bps=mechanic.kind.apr_bps if isinstance(mechanic.kind, Interest) else 0,
+            basis=mechanic.kind.basis.value if isinstance(mechanic.kind, Interest) else "",
+            tiers=",".join(f"{m}:{r}" for m, r in mechanic.kind.tiers) if isinstance(mechanic.kind, Cashback) else "",
+            monthly_cap_points=mechanic.kind.monthly_cap_points if isinstance(mechanic.kind, Cashback) else 0,
+            reason=reason,
+            operator_id=operator_id,
+            experiment_id="",
+            created_at=now,
+        )
+        uow.session.add(row)
+        uow.flush()
+        return row
+
+
+def mechanic_of(row: DefaultMechanicRow) -> Mechanic:
+    if row.kind == "INTEREST":
+        return Mechanic(row.code, row.name, Interest(row.apr_bps, InterestBasis(row.basis)))
+    tiers = tuple(
+        (int(minimum), int(rate)) for minimum, rate in (item.split(":") for item in row.tiers.split(",") if item)
+    )
+    return Mechanic(row.code, row.name, Cashback(tiers, row.monthly_cap_points))
