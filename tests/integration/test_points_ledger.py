@@ -77,7 +77,8 @@ def test_a_manual_adjustment_needs_an_operator_and_a_reason_and_records_both(api
         ({"points": 0}, "INVALID_POINTS_AMOUNT"),
         ({"points": -3}, "INVALID_POINTS_AMOUNT"),
         ({"points": 10, "source": "REFUND_RETURN"}, "SOURCE_NOT_CREDITABLE"),
-        ({"points": 10, "source": "CAMPAIGN", "pending": True}, "PENDING_NOT_ALLOWED"),
+        ({"points": 10, "source": "SURVEY", "pending": True}, "PENDING_NOT_ALLOWED"),
+        ({"points": 10, "source": "WALLET_INTEREST", "pending": True}, "PENDING_NOT_ALLOWED"),
         ({"points": 10, "reference": "x" * 129}, "INVALID_REFERENCE"),
     ],
 )

@@ -215,6 +215,7 @@ def test_reserve_confirm_credits_and_a_failed_order_does_not_use_the_code(
     promotions.app.runtime.relay.deliver_due()
     [lot] = PointsClient(points.channel()).lots("c-1")
     assert (lot.amount, lot.reference, lot.source) == (300, "order-2", points_pb2.POINTS_SOURCE_PROMO_CODE)
+    assert lot.status == points_pb2.LOT_STATUS_PENDING  # spendable once the order is received
 
 
 def test_unconfirmed_reservations_lapse_and_come_back(api: PromotionsClient, clock: ManualClock) -> None:

@@ -29,8 +29,11 @@ class PointsSource(StrEnum):
     MANUAL_ADJUSTMENT = "MANUAL_ADJUSTMENT"
 
 
-# Purchase and cashback points wait for the order to be received; the rest are spendable at once.
-PENDING_SOURCES = frozenset({PointsSource.PURCHASE, PointsSource.CASHBACK})
+# Points earned by an order (purchase, cashback, and the promo-code and campaign rewards of that
+# order) may wait for it to be received; interest, profile and operator points are spendable at once.
+PENDING_SOURCES = frozenset(
+    {PointsSource.PURCHASE, PointsSource.CASHBACK, PointsSource.PROMO_CODE, PointsSource.CAMPAIGN}
+)
 # Returned points go back into the lots they came from; no lot is ever credited with this source.
 NOT_CREDITABLE = frozenset({PointsSource.REFUND_RETURN})
 # The "takes part in points activities" feature of experiments.

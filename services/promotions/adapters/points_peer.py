@@ -19,10 +19,10 @@ SOURCES = {
     "PROFILE_ACTION": points_pb2.POINTS_SOURCE_PROFILE_ACTION,
     "SURVEY": points_pb2.POINTS_SOURCE_SURVEY,
 }
-# Points keeps only purchase and cashback points pending until the order is received; campaign and
-# promo-code points are credited available at once (Points refuses them pending), with the order
-# id as reference so that a cancelled or returned order can reverse them by reference.
-PENDING = frozenset({"PURCHASE", "CASHBACK"})
+# Everything an order earns (purchase, campaign, promo-code and cashback points) is credited pending
+# with the order id as reference: it becomes spendable when the order is received, and a cancelled
+# order cancels it by reference.
+PENDING = frozenset({"PURCHASE", "CAMPAIGN", "CASHBACK", "PROMO_CODE"})
 
 
 def credit_request(

@@ -313,7 +313,10 @@ class CreditPointsRequest(_message.Message):
     reference: _builtins.str
     """Business reference (order id for PURCHASE and CASHBACK)."""
     pending: _builtins.bool
-    """True for points that must wait for activation (PURCHASE, CASHBACK of an undelivered order)."""
+    """True for points that must wait for activation: points earned by an undelivered order
+    (PURCHASE, CASHBACK, and the PROMO_CODE and CAMPAIGN rewards of that order). Other sources
+    are refused pending with PENDING_NOT_ALLOWED.
+    """
     reason: _builtins.str
     """Why, in business English. Required for MANUAL_ADJUSTMENT."""
     operator_id: _builtins.str

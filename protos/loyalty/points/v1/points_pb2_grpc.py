@@ -175,7 +175,7 @@ class PointsServiceServicer:
         """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
         yet delivered) are not spendable until activated.
         Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
-        PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+        PENDING_NOT_ALLOWED (pending for a source no order earns), REASON_REQUIRED
         and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -58,7 +58,7 @@ class PointsServiceStub:
     """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
     yet delivered) are not spendable until activated.
     Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
-    PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+    PENDING_NOT_ALLOWED (pending for a source no order earns), REASON_REQUIRED
     and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
     """
     BatchCreditPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.BatchCreditPointsRequest, _points_pb2.BatchCreditPointsResponse]
@@ -178,7 +178,7 @@ class PointsServiceAsyncStub(PointsServiceStub):
     """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
     yet delivered) are not spendable until activated.
     Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
-    PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+    PENDING_NOT_ALLOWED (pending for a source no order earns), REASON_REQUIRED
     and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
     """
     BatchCreditPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.BatchCreditPointsRequest, _points_pb2.BatchCreditPointsResponse]  # type: ignore[assignment]
@@ -301,7 +301,7 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Credits points as one new lot. Pending credits (purchase and cashback points of an order not
         yet delivered) are not spendable until activated.
         Reasons: INVALID_POINTS_AMOUNT, SOURCE_REQUIRED, SOURCE_NOT_CREDITABLE (REFUND_RETURN),
-        PENDING_NOT_ALLOWED (pending for a source other than PURCHASE or CASHBACK), REASON_REQUIRED
+        PENDING_NOT_ALLOWED (pending for a source no order earns), REASON_REQUIRED
         and OPERATOR_REQUIRED (for MANUAL_ADJUSTMENT), EXPIRY_IN_PAST.
         """
 
