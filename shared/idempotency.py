@@ -154,13 +154,11 @@ class Idempotency:
         The work must be idempotent by itself (re-running finds nothing left to do), because a run
         that crashed half-way stored no key and will be run again in full.
         """
+        first = self.replay(scope, request, response_type)
+        if first is not None:
+            return first
         request_id: str = request.request_id  # type: ignore[attr-defined]
-        validate_request_id(request_id)
         fingerprint = request_fingerprint(request)
-        with self._db.unit_of_work() as uow:
-            stored = self._stored(uow, scope, request_id)
-        if stored is not None:
-            return self._replay(stored, fingerprint, response_type, request_id)
         response = work()
         with self._db.unit_of_work() as uow:
             try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 from loyalty.points.v1 import points_pb2_grpc
@@ -14,6 +13,7 @@ from services.points.domain.lots import Lifetimes
 from services.points.entrypoints.grpc_api import SERVICE_NAME, PointsServicer
 from services.points.service_layer.ledger import Ledger, PointsConfig
 from shared.app import Runtime, ServiceApp
+from shared.calendar import ProgrammeCalendar
 from shared.clock import Clock
 from shared.settings import ServiceSettings, SettingsError
 from shared.telemetry import Telemetry
@@ -29,11 +29,7 @@ def config_from(settings: ServiceSettings) -> PointsConfig:
         )
     except ValueError as error:
         raise SettingsError(f"POINTS_EXPIRY_DAYS_BY_SOURCE: {error}") from None
-    zone_name = env.text("POINTS_TIME_ZONE")
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(f"POINTS_TIME_ZONE: {zone_name!r} is not a known time zone") from None
+    zone = ProgrammeCalendar(env.text("POINTS_TIME_ZONE"), setting="POINTS_TIME_ZONE").zone
     return PointsConfig(
         lifetimes=lifetimes,
         zone=zone,

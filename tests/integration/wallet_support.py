@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from loyalty.common.v1 import money_pb2, payment_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from sqlalchemy import text
 
-from shared.errors import DomainError, from_rpc_error
+from shared.errors import DomainError
+from tests.clients import refused
 from tests.harness import RunningService
 
 _ids = itertools.count(1)
@@ -27,11 +27,7 @@ def new_id(prefix: str = "req") -> str:
 
 def error_of(call: Any, *args: Any, **kwargs: Any) -> DomainError:
     """The domain error a call fails with (fails the test if it succeeds)."""
-    try:
-        call(*args, **kwargs)
-    except grpc.RpcError as error:
-        return from_rpc_error(error)
-    raise AssertionError("the call was expected to fail")
+    return refused(lambda: call(*args, **kwargs))
 
 
 class WalletClient:

@@ -334,6 +334,21 @@ class Book:
 
     # --- reversals ------------------------------------------------------------------------
 
+    def _take_back(self, lot: Lot, points: int, reference: str, reason: str, *, pending: bool) -> None:
+        """Take reversed points out of a lot: a pending lot emptied is cancelled, an available one spent."""
+        lot.remaining -= points
+        if lot.remaining == 0:
+            lot.status = (LotStatus.CANCELLED if pending else LotStatus.SPENT).value
+        self.repo.add(lot)
+        self._line(
+            EntryType.REVERSED,
+            history.reversed_(points, reference, reason, pending=pending),
+            pending=-points if pending else 0,
+            available=0 if pending else -points,
+            lot=lot,
+            reference=reference,
+        )
+
     def reverse(self, earned: list[Lot], points: int, reason: str, reference: str) -> ReversalPlan:
         pending = [lot for lot in earned if lot.status == LotStatus.PENDING.value]
         earned_ids = {lot.lot_id for lot in earned}
@@ -343,31 +358,9 @@ class Book:
         plan = plan_reversal(points, [Take(lot.lot_id, lot.remaining) for lot in pending], own, others)
         lots = {lot.lot_id: lot for lot in [*earned, *free]}
         for take in plan.from_pending:
-            lot = lots[take.lot_id]
-            lot.remaining -= take.points
-            if lot.remaining == 0:
-                lot.status = LotStatus.CANCELLED.value
-            self.repo.add(lot)
-            self._line(
-                EntryType.REVERSED,
-                history.reversed_(take.points, reference, reason, pending=True),
-                pending=-take.points,
-                lot=lot,
-                reference=reference,
-            )
+            self._take_back(lots[take.lot_id], take.points, reference, reason, pending=True)
         for take in plan.from_available:
-            lot = lots[take.lot_id]
-            lot.remaining -= take.points
-            if lot.remaining == 0:
-                lot.status = LotStatus.SPENT.value
-            self.repo.add(lot)
-            self._line(
-                EntryType.REVERSED,
-                history.reversed_(take.points, reference, reason, pending=False),
-                available=-take.points,
-                lot=lot,
-                reference=reference,
-            )
+            self._take_back(lots[take.lot_id], take.points, reference, reason, pending=False)
         if plan.unrecovered:
             self._line(
                 EntryType.REVERSAL_SHORTFALL,
