@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, text
 from sqlmodel import col, select
 
 from services.promotions.adapters.experiment_records import (
@@ -171,6 +171,10 @@ class Experiments:
             raise FailedPrecondition(
                 "EXPERIMENT_NOT_DRAFT", f"experiment {experiment_id} is {row.status}; a sample is drawn once, in DRAFT"
             )
+        if uow.session.get_bind().dialect.name == "postgresql":
+            # One draw at a time, so two experiments never take the same customer (SQLite's
+            # transactions are serialised already).
+            uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('promotions.experiment-draw'))"))
         strata, condition, variants = strata_of(row.strata), condition_of(row.eligibility), variants_of(row.variants)
         busy = set(
             uow.session.execute(
