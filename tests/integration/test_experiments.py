@@ -407,3 +407,39 @@ def test_results_recommend_nothing_when_no_variant_has_an_effect(
         assert not deposits.significant and deposits.ci_lower_micro < 0 < deposits.ci_upper_micro
     assert results.recommendation.variant_id == ""
     assert "No variant" in results.recommendation.rationale
+
+
+def test_features_are_computed_from_the_real_checkout(harness: Harness, clock: ManualClock) -> None:
+    """Checkout (issue #6) for real: orders placed through its saga show up in the features."""
+    from tests.integration.checkout_support import CARD, CATALOGUE, CheckoutClient
+
+    clock.set(T0)
+    wallet_port, checkout_port = free_port(), free_port()
+    harness.start("points", background_relay=False)
+    promotions = harness.start(
+        "promotions", background_relay=False,
+        peers={"wallet": f"127.0.0.1:{wallet_port}", "checkout": f"127.0.0.1:{checkout_port}"},
+    )  # fmt: skip
+    wallet = WalletClient(harness.start("wallet", background_relay=False, WALLET_PORT=str(wallet_port)))
+    checkout = CheckoutClient(
+        harness.start("checkout", background_relay=False, CHECKOUT_PORT=str(checkout_port)).channel()
+    )
+    for sku, (title, category, price) in CATALOGUE.items():
+        checkout.upsert(sku, title, category, price)
+    wallet.top_up("buyer", 1_000_000)
+    checkout.place("buyer", ("kettle", 1))
+    checkout.place("buyer", ("soap", 2))
+    checkout.place("carder", ("phone", 1), method=CARD, token="tok_ok")
+
+    api = ExperimentsClient(promotions.channel())
+    clock.advance(timedelta(hours=1))
+    computed = api.stub.ComputeCustomerFeatures(pb.ComputeCustomerFeaturesRequest(request_id=rid()), timeout=60)
+    assert computed.customers_computed == 2
+    buyer, carder = api.features("buyer"), api.features("carder")
+    assert (buyer.order_count, buyer.average_order_value.amount_minor, buyer.uses_financial_products) == (
+        2, (50_000 + 2 * 9_950) // 2, True,
+    )  # fmt: skip
+    assert (carder.order_count, carder.average_order_value.amount_minor, carder.uses_financial_products) == (
+        1, 2_000_000, False,
+    )  # fmt: skip
+    assert buyer.lookback_days == 180 and buyer.source == promotions_pb2.FEATURE_SOURCE_COMPUTED

@@ -19,14 +19,14 @@ from services.promotions.domain.experiments import DEFAULT_LOOKBACK_DAYS, Experi
 from services.promotions.domain.sampling import Strata
 from services.promotions.domain.segments import Condition
 from services.promotions.domain.statistics import SrmResult, micro
-from services.promotions.entrypoints.codec import CONDITION_FIELDS, mechanic_from_proto, mechanic_to_proto, money
+from services.promotions.entrypoints.codec import CONDITION_FIELDS, mechanic_from_proto, mechanic_to_proto
 from services.promotions.service_layer.experiments import DrawResult, Experiments, Metric, Results
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency, validate_request_id
 from shared.pagination import page_size
-from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, optional_timestamp, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, money, optional_timestamp, to_timestamp
 from shared.validation import MAX_CUSTOMER_ID, validate_customer_id
 
 R = TypeVar("R", bound=Message)
