@@ -227,6 +227,18 @@ def test_same_salt_same_sample_balanced_strata_and_a_busy_customer_is_not_drawn_
     assert {(a.customer_id, a.variant_id, a.stratum) for a in api.assignments(salted.experiment_id)} != pairs
 
 
+def test_the_draw_uses_each_customer_s_latest_features(api: ExperimentsClient) -> None:
+    day1, day2 = T0 - timedelta(days=2), T0 - timedelta(days=1)
+    api.import_features([[features(f"c-{n}", day1, orders=5) for n in range(10)]])
+    api.import_features([[features(f"c-{n}", day2, orders=0) for n in range(0, 10, 2)]])  # even ones stopped buying
+    experiment = api.create(three_arms(sample_size=5, eligibility=promotions_pb2.FeatureCondition(min_order_count=1)))
+    drawn = api.draw(experiment.experiment_id)
+    assert drawn.eligible_count == 5
+    assert sorted(a.customer_id for a in api.assignments(experiment.experiment_id)) == [
+        f"c-{n}" for n in range(1, 10, 2)
+    ]
+
+
 # --- life cycle, mechanics, rollout --------------------------------------------------------------
 
 
