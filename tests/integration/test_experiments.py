@@ -356,9 +356,18 @@ def run_pilot(
     api.start(eid)
     clock.advance(timedelta(days=1))
     rng = random.Random(2026)
+    points = points_pb2_grpc.PointsServiceStub(services["points"].channel())
     for assignment in api.assignments(eid):
         amount = rng.randint(10, 200) * 10_000 + (lift_minor if assignment.variant_id == "apr-18" else 0)
         wallet.top_up(assignment.customer_id, amount)
+        if assignment.variant_id == "apr-18":  # what the richer mechanic paid in the period
+            points.CreditPoints(
+                points_pb2.CreditPointsRequest(
+                    request_id=rid(), customer_id=assignment.customer_id, points=120,
+                    source=points_pb2.POINTS_SOURCE_WALLET_INTEREST, reference=f"interest:{assignment.customer_id}",
+                ),
+                timeout=10,
+            )  # fmt: skip
         fake.rows[assignment.customer_id] = (rng.randint(0, 5), rng.randint(0, 5) * 250_000)
     clock.advance(timedelta(days=14))
     return eid, api.results(eid)
@@ -383,7 +392,24 @@ def test_results_point_at_the_variant_that_really_raises_deposits_and_a_skewed_s
     assert adoption.mean_micro == 1_000_000  # everyone topped up
     assert results.recommendation.variant_id == "apr-18"
     assert "net deposits" in results.recommendation.rule and "sample-ratio" in results.recommendation.rule
-    assert apr.points_per_extra_balance_rouble_micro == 0  # no points were paid in the period
+
+    def mean(variant: pb.VariantResult, metric: int) -> int:
+        return next(m.mean_micro for m in variant.metrics if m.metric == metric)
+
+    control = results.variants[0]
+    cost = mean(apr, pb.EXPERIMENT_METRIC_POINTS_COST) - mean(control, pb.EXPERIMENT_METRIC_POINTS_COST)
+    balance = mean(apr, pb.EXPERIMENT_METRIC_AVERAGE_BALANCE) - mean(control, pb.EXPERIMENT_METRIC_AVERAGE_BALANCE)
+    assert cost == 120_000_000 and balance > 0  # 120 points per apr-18 customer, none in control
+    # Micro-points per extra rouble of average balance: cost / (balance in roubles).
+    assert abs(apr.points_per_extra_balance_rouble_micro - cost * 100 * 1_000_000 // balance) <= 1
+    assert (
+        abs(
+            deposits.relative_difference_bps
+            - deposits.difference_micro * 10_000 // mean(control, pb.EXPERIMENT_METRIC_NET_DEPOSITS)
+        )
+        <= 1
+    )
+    assert results.variants[2].points_per_extra_balance_rouble_micro == 0  # cashback paid nothing more here
     assert results.variants[0].comparisons == []
     assert len(apr.comparisons) == 6 and len(apr.metrics) == 6
 

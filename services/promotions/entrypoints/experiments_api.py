@@ -194,7 +194,7 @@ def results_to_proto(results: Results) -> pb.GetExperimentResultsResponse:
         base = results.variants[0].samples
         for m, c in result.comparisons.items():
             control_mean = base[m].mean
-            relative = micro(c.difference * 10_000 / control_mean) // 1_000_000 if control_mean else 0
+            relative = micro(c.difference * 10_000 / control_mean / 1_000_000) if control_mean else 0  # whole bps
             message.comparisons.append(
                 pb.MetricComparison(
                     metric=METRICS[m],

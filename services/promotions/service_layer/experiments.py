@@ -362,7 +362,7 @@ class Experiments:
                     f"experiment {experiment_id} is {row.status} and has no measurement period yet",
                 )
             now = self._clock.now()
-            end = end_at or row.stopped_at or (min(row.end_at, now) if row.end_at else now)
+            end = end_at or min(row.stopped_at or row.end_at or now, now)  # never measure the future
             if end <= start:
                 raise InvalidArgument.field("end_time", "must be after the start of the period", "INVALID_PERIOD")
             srm = self.srm(uow, row)
