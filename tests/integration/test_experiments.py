@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
+from loyalty.common.v1 import earning_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.promotions.v1 import experiments_pb2 as pb
 from loyalty.promotions.v1 import promotions_pb2
@@ -28,7 +29,8 @@ from tests.integration.experiments_support import (
     serve_checkout,
     three_arms,
 )
-from tests.integration.promotions_support import PromotionsClient
+from tests.integration.promotions_support import WALLET, PromotionsClient, line
+from tests.integration.promotions_support import rub as promotions_rub
 from tests.integration.wallet_support import WalletClient
 
 MOSCOW = ProgrammeCalendar("Europe/Moscow")
@@ -279,6 +281,18 @@ def test_participants_get_their_variant_s_mechanic_for_the_month_and_rollout_cha
         timeout=10,
     )
     assert [m.mechanic.interest.apr_bps for m in batch.mechanics] == [1800, 1200]
+
+    # Cashback at checkout follows the mechanic too: the cashback participant earns it on an order
+    # paid from the wallet, control does not.
+    clock.set(datetime(2026, 2, 10, tzinfo=UTC))
+    order = [line("l1", "books", 1_000)]
+
+    def cashback_points(customer: str) -> int:
+        evaluation = promotions.evaluate(customer, *order, method=WALLET, balance=promotions_rub(60_000))
+        return sum(a.points for ln in evaluation.lines for a in ln.awards if a.kind == earning_pb2.AWARD_KIND_CASHBACK)
+
+    assert cashback_points(by_variant["cashback"]) == 50  # 5 % of 1,000 RUB at a 60,000 RUB balance
+    assert cashback_points(by_variant["control"]) == 0
 
     # Rollout from April: the variant's mechanic becomes everyone's default; history is kept.
     clock.set(datetime(2026, 3, 10, tzinfo=UTC))
