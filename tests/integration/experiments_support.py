@@ -1,8 +1,9 @@
 """A thin client over ExperimentsService, feature rows, and a stand-in for Checkout's statistics.
 
 `FakeCheckout` is a test double for a peer: a real in-process gRPC server that answers
-ListOrderStatistics from prepared rows (Checkout, issue #6, is not on this branch yet). Wallet and
-Points are always the real services.
+ListOrderStatistics from prepared rows, so results tests control orders and GMV without placing
+orders (one test computes features against the real Checkout). Wallet and Points are always the
+real services.
 """
 
 from __future__ import annotations
