@@ -427,6 +427,13 @@ def test_results_point_at_the_variant_that_really_raises_deposits_and_a_skewed_s
     assert results.variants[0].comparisons == []
     assert len(apr.comparisons) == 6 and len(apr.metrics) == 6
 
+    # At 90 % the intervals are narrower, and the rule says which level it used.
+    ninety = api.results(eid, confidence_level_bps=9000)
+    narrower = next(c for c in ninety.variants[1].comparisons if c.metric == pb.EXPERIMENT_METRIC_NET_DEPOSITS)
+    assert deposits.ci_lower_micro < narrower.ci_lower_micro < narrower.ci_upper_micro < deposits.ci_upper_micro
+    assert "95 %" in results.recommendation.rule and "90 %" in ninety.recommendation.rule
+    assert refused(lambda: api.results(eid, confidence_level_bps=4000)).reason == "CONFIDENCE_LEVEL_INVALID"
+
     # The same experiment with a deliberately skewed split (a fifth of control moved to apr-18)
     # fails the sample-ratio check, and then nothing is recommended.
     promotions = services["promotions"].app.runtime.db

@@ -108,10 +108,9 @@ def validate(spec: ExperimentSpec) -> None:
 
 # --- recommendation ---------------------------------------------------------------------------
 
-PRIMARY = "NET_DEPOSITS"
 RULE = (
     "recommend the variant whose net deposits per customer are significantly higher than control "
-    "(the whole 95 % confidence interval of the difference above zero) with the highest lower bound "
+    "(the whole {level} % confidence interval of the difference above zero) with the highest lower bound "
     "of that interval, only when the sample-ratio check passed; otherwise keep the default"
 )
 
@@ -130,18 +129,20 @@ class Recommendation:
     rationale: str
 
 
-def recommend(outcomes: Sequence[VariantOutcome], srm: SrmResult) -> Recommendation:
+def recommend(outcomes: Sequence[VariantOutcome], srm: SrmResult, confidence_bps: int = 9500) -> Recommendation:
+    level = float_free(Fraction(confidence_bps, 100)).removesuffix(".00")
+    rule = RULE.format(level=level)
     if not srm.passed:
         return Recommendation(
             "",
-            RULE,
+            rule,
             "The sample-ratio check failed (the realised split does not match the weights), so the results "
             "are not trusted and no variant is recommended; find out why the assignment is skewed.",
         )
     winners = [o for o in outcomes if o.primary.significant and o.primary.difference > 0]
     if not winners:
         return Recommendation(
-            "", RULE, "No variant raised net deposits per customer significantly above control; keep the default."
+            "", rule, "No variant raised net deposits per customer significantly above control; keep the default."
         )
     best = max(winners, key=lambda o: (o.primary.ci_lower, o.variant_id))
     lift = best.primary.difference / 100
@@ -149,9 +150,9 @@ def recommend(outcomes: Sequence[VariantOutcome], srm: SrmResult) -> Recommendat
     cost_text = f"; it costs {float_free(cost)} points per extra rouble of average balance" if cost is not None else ""
     return Recommendation(
         best.variant_id,
-        RULE,
+        rule,
         f"Variant {best.variant_id!r} raised net deposits by {float_free(lift)} RUB per customer against control "
-        f"(95 % interval from {float_free(best.primary.ci_lower / 100)} RUB){cost_text}.",
+        f"({level} % interval from {float_free(best.primary.ci_lower / 100)} RUB){cost_text}.",
     )
 
 

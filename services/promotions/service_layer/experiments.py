@@ -406,7 +406,7 @@ class Experiments:
             per_rouble = cost / (balance / 100) if balance > 0 else None
             results.append(VariantResult(variant, own, comparisons, per_rouble))
             outcomes.append(VariantOutcome(variant.variant_id, comparisons[Metric.NET_DEPOSITS], per_rouble))
-        return Results(row, start, end, confidence_bps, results, srm, recommend(outcomes, srm))
+        return Results(row, start, end, confidence_bps, results, srm, recommend(outcomes, srm, confidence_bps))
 
     # --- features ----------------------------------------------------------------------------
 
