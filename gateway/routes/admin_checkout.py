@@ -1,0 +1,86 @@
+"""Operator: the product catalogue and delivery of orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from loyalty.checkout.v1 import checkout_pb2
+from pydantic import BaseModel, Field
+
+from gateway.auth import Operator
+from gateway.convert import Body, Name, PositiveInt64, instant, minor, money
+from gateway.deps import Api, IdempotencyKey, OptionalIdempotencyKey, request_id
+from gateway.routes.checkout import OrderId, OrderOut, order_out
+
+router = APIRouter(prefix="/v1/admin", tags=["admin: checkout"])
+
+
+class ProductIn(Body):
+    title: Name
+    category: Annotated[str, Field(min_length=1, max_length=64)]
+    price_minor: PositiveInt64
+
+
+class ProductOut(BaseModel):
+    sku: str
+    title: str
+    category: str
+    price_minor: int
+    points_excluded: bool
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class UpsertOut(BaseModel):
+    product: ProductOut
+    created: bool = Field(description="True when the sku was new (the answer is then 201).")
+
+
+@router.put(
+    "/catalog/{sku}",
+    response_model=UpsertOut,
+    responses={201: {"model": UpsertOut, "description": "Created"}},
+    summary="Create or replace a product",
+)
+def upsert_product(
+    sku: Annotated[str, Path(min_length=1, max_length=64)],
+    body: ProductIn,
+    operator: Operator,
+    api: Api,
+    response: Response,
+    key: OptionalIdempotencyKey = None,
+) -> UpsertOut:
+    answer = api.call(
+        api.checkout.UpsertProduct,
+        checkout_pb2.UpsertProductRequest(
+            request_id=request_id(operator, key),
+            product=checkout_pb2.Product(
+                sku=sku, title=body.title, category=body.category, price=money(body.price_minor)
+            ),
+        ),
+    )
+    p = answer.product
+    response.status_code = 201 if answer.created else 200
+    return UpsertOut(
+        product=ProductOut(
+            sku=p.sku,
+            title=p.title,
+            category=p.category,
+            price_minor=minor(p.price),
+            points_excluded=p.points_excluded,
+            created_at=instant(p, "create_time"),
+            updated_at=instant(p, "update_time"),
+        ),
+        created=answer.created,
+    )
+
+
+@router.post("/orders/{order_id}/deliver", response_model=OrderOut, summary="Mark a paid order delivered")
+def deliver_order(order_id: OrderId, operator: Operator, key: IdempotencyKey, api: Api) -> OrderOut:
+    answer = api.call(
+        api.checkout.DeliverOrder,
+        checkout_pb2.DeliverOrderRequest(request_id=request_id(operator, key), order_id=order_id),
+    )
+    return order_out(answer.order)
