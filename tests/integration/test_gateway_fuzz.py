@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -78,5 +79,5 @@ CHECKS = [
 
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_5xx_and_every_answer_as_documented(case: schemathesis.Case, live_gateway: str) -> None:
+def test_no_5xx_and_every_answer_as_documented(case: schemathesis.Case[Any], live_gateway: str) -> None:
     case.call_and_validate(base_url=live_gateway, headers=HEADERS, checks=CHECKS)
