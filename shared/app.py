@@ -30,6 +30,7 @@ from shared.runtime_tables import RuntimeTables
 from shared.server import GrpcServer
 from shared.settings import ServiceSettings, SettingsError
 from shared.telemetry import Telemetry
+from shared.workers import PeriodicWorker
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,10 @@ class ServiceApp:
         register: Callable[[grpc.Server], None],
         service_names: Sequence[str],
         migrations: Path,
+        workers: Sequence[PeriodicWorker] = (),
     ) -> None:
         self.runtime = runtime
+        self.workers = list(workers)
         self.migrations = migrations
         settings = runtime.settings
         self.server = GrpcServer(
@@ -121,13 +124,15 @@ class ServiceApp:
         upgrade(self.runtime.db, self.migrations)
 
     def start(self, *, relay: bool = True) -> int:
-        """Migrate (in dev), serve, and run the outbox relay unless `relay` is False (tests
-        that drive `relay.deliver_due()` themselves)."""
+        """Migrate (in dev), serve, and run the outbox relay and the periodic workers unless
+        `relay` is False (tests that drive `relay.deliver_due()` and the jobs themselves)."""
         if self.runtime.settings.auto_migrate:
             self.migrate()
         port = self.server.start()
         if relay:
             self.runtime.relay.start()
+            for worker in self.workers:
+                worker.start()
         return port
 
     def stop(self) -> None:
@@ -135,6 +140,8 @@ class ServiceApp:
             return
         self._stopped.set()
         self.server.stop(self.runtime.settings.shutdown_grace_ms)
+        for worker in self.workers:
+            worker.stop()
         self.runtime.relay.stop()
         self.runtime.peers.close()
         self.runtime.db.dispose()

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
+from loyalty.common.v1 import money_pb2
 
 from shared.errors import InvalidArgument
 
@@ -62,3 +63,19 @@ def method_path(file_descriptor: FileDescriptor, service: str, method: str) -> s
     service_descriptor = file_descriptor.services_by_name[service]
     service_descriptor.methods_by_name[method]  # KeyError on a typo, at import time
     return f"/{service_descriptor.full_name}/{method}"
+
+
+CURRENCY = "RUB"
+
+
+def money(amount_minor: int, currency: str = CURRENCY) -> money_pb2.Money:
+    return money_pb2.Money(amount_minor=amount_minor, currency_code=currency)
+
+
+def money_minor(message: money_pb2.Money, field: str) -> int:
+    """Kopecks of a request's amount: RUB (or unset) and not negative."""
+    if message.currency_code not in ("", CURRENCY):
+        raise InvalidArgument.field(f"{field}.currency_code", "only RUB is supported", "UNSUPPORTED_CURRENCY")
+    if message.amount_minor < 0:
+        raise InvalidArgument.field(f"{field}.amount_minor", "must not be negative", "NEGATIVE_AMOUNT")
+    return message.amount_minor

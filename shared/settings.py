@@ -148,6 +148,42 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WALLET_HOLD_TTL_SECONDS", "900", "Default lifetime of a money hold before ReleaseExpiredHolds releases it."
     ),
+    Setting("CHECKOUT_MIN_MONEY_PER_UNIT_MINOR", "100", "Least money every unit of a cart is paid with, in kopecks."),
+    Setting("CHECKOUT_MAX_POINTS_SHARE_BPS", "9900", "Most of a cart payable with points, in basis points (99 %)."),
+    Setting(
+        "CHECKOUT_POINTS_EXCLUDED_CATEGORIES",
+        "gift-cards",
+        "Comma-separated categories that points cannot pay for.",
+    ),
+    Setting(
+        "CHECKOUT_RETURN_WINDOW_DAYS", "14", "Days after delivery units can be returned; earned points wait for it."
+    ),
+    Setting("CHECKOUT_HOLD_TTL_SECONDS", "900", "Life of the points and money holds an order's saga makes."),
+    Setting(
+        "CHECKOUT_SAGA_LEASE_SECONDS",
+        "30",
+        "How long one driver owns an order's saga without moving it before recovery may take it over.",
+    ),
+    Setting(
+        "CHECKOUT_RECOVERY_STUCK_SECONDS",
+        "30",
+        "RecoverOrders (and the recovery worker) takes sagas that have not moved for this long.",
+    ),
+    Setting(
+        "CHECKOUT_RECOVERY_INTERVAL_SECONDS",
+        "10",
+        "How often the recovery worker runs (also once at start-up); 0 turns it off.",
+    ),
+    Setting(
+        "CHECKOUT_SAGA_TIMEOUT_SECONDS",
+        "600",
+        "A PENDING order older than this is compensated by recovery instead of being driven forward.",
+    ),
+    Setting(
+        "FAILPOINTS",
+        "",
+        "Tests only: comma-separated failpoints where the process kills itself, e.g. `checkout.saga.after.HOLD_MONEY`.",
+    ),
     Setting("OTEL_SERVICE_NAME", "<service>", "Service name on traces (defaults to the service's own)."),
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317", "OTLP/gRPC collector endpoint."),

@@ -90,7 +90,9 @@ IMPLEMENTED = {
         m.name for m in promotions_pb2.DESCRIPTOR.services_by_name["PromotionsService"].methods
     },
     "loyalty.promotions.v1.ExperimentsService": set(),
-    "loyalty.checkout.v1.CheckoutService": set(),
+    "loyalty.checkout.v1.CheckoutService": {
+        m.name for m in checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].methods
+    },
 }
 FILES = {
     "loyalty.points.v1.PointsService": ("points", points_pb2.DESCRIPTOR),
@@ -114,4 +116,4 @@ def test_rpcs_of_later_issues_answer_unimplemented(platform: dict[str, RunningSe
                 call(b"", timeout=5)
             assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED, f"{full_name}/{method.name}"
             checked += 1
-    assert checked > 20
+    assert checked > 5  # the ExperimentsService RPCs

@@ -72,6 +72,9 @@ class Model:
         self.lots: dict[str, MLot] = {}
         self.holds: dict[str, MHold] = {}
         self.earned: dict[str, int] = {}
+        # What each reference was told: "CANCEL" (final) or the activation time; later pending
+        # credits of the reference follow it.
+        self.decisions: dict[str, datetime | str] = {}
 
     def live(self, now: datetime) -> list[MLot]:
         return [lot for lot in self.lots.values() if not lot.dead and not lot.pending]
@@ -192,6 +195,17 @@ class PointsMachine(RuleBasedStateMachine):
             expires=expires if pending else (expires or self.now + LIFETIME),
         )
         self.model.earned[reference] = self.model.earned.get(reference, 0) + points
+        decision = self.model.decisions.get(reference) if pending else None
+        mlot = self.model.lots[lot.lot_id]
+        if decision == "CANCEL":  # the reference was cancelled before: the lot is born cancelled
+            self.model.earned[reference] -= points
+            mlot.remaining, mlot.dead = 0, True
+        elif isinstance(decision, datetime):  # activated before: the lot follows the decision
+            if decision <= self.now:
+                self.model.activate(mlot, decision, self.now)
+            else:
+                mlot.scheduled = decision
+        assert (lot.status == pb.LOT_STATUS_CANCELLED) == (decision == "CANCEL")
 
     @rule(reference=st.sampled_from(REFERENCES), later_hours=st.sampled_from([0, 0, 1, 48]))
     def activate(self, reference: str, later_hours: int) -> None:
@@ -202,10 +216,9 @@ class PointsMachine(RuleBasedStateMachine):
         at = self.now + timedelta(hours=later_hours)
         request_id = rid()
         call = lambda: self.api.activate(self.customer, reference, at, request_id=request_id)  # noqa: E731
-        if not pending:
-            assert refused(call).reason == "NO_PENDING_POINTS"
-            return
         answer = self.remember(call)
+        if self.model.decisions.get(reference) != "CANCEL":
+            self.model.decisions[reference] = at
         total = sum(lot.remaining for lot in pending)
         assert (answer.points_activated, answer.points_scheduled) == ((total, 0) if later_hours == 0 else (0, total))
         for lot in pending:
@@ -223,6 +236,7 @@ class PointsMachine(RuleBasedStateMachine):
         request_id = rid()
         answer = self.remember(lambda: self.api.cancel(self.customer, reference, request_id=request_id))
         assert answer.points_cancelled == sum(lot.remaining for lot in pending)
+        self.model.decisions[reference] = "CANCEL"
         for lot in pending:
             self.model.earned[reference] -= lot.remaining
             lot.remaining = 0

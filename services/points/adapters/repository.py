@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot
+from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
 from services.points.domain.lots import LotStatus
 from services.points.domain.spending import HoldStatus
 
@@ -57,6 +57,9 @@ class PointsRepository:
                 .order_by(col(Lot.created_at), col(Lot.lot_id))
             ).all()
         )
+
+    def decision(self, customer_id: str, reference: str) -> ReferenceDecision | None:
+        return self.session.get(ReferenceDecision, (customer_id, reference))
 
     def spendable_lots(self, customer_id: str, now: datetime) -> list[Lot]:
         return list(

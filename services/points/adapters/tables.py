@@ -77,6 +77,22 @@ class Lot(PointsTable, table=True):
     operator_id: str = Field(default="", max_length=64)
 
 
+class ReferenceDecision(PointsTable, table=True):
+    """What was decided for a reference's pending points (an order delivered or cancelled), kept so
+    that pending lots of the reference credited later (through another service's outbox, which
+    may arrive after the decision) follow it too."""
+
+    __tablename__ = "reference_decisions"
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    reference: str = Field(primary_key=True, max_length=128)
+    # ACTIVATE (at available_at) or CANCEL.
+    action: str = Field(max_length=16)
+    available_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    reason: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
+    decided_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
 class Hold(PointsTable, table=True):
     __tablename__ = "holds"
     __table_args__ = (

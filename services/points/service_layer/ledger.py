@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from services.points.adapters.repository import PointsRepository
-from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot
+from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
 from services.points.domain.history import EntryType
 from services.points.domain.lots import (
     ACTIVITY_SOURCES,
@@ -38,6 +38,9 @@ MAX_WINDOW_DAYS = 3650
 DEFAULT_WINDOW_DAYS = 30
 MAX_HOLD_TTL = timedelta(days=7)
 MAX_STATISTICS_CUSTOMERS = 1000
+# What a reference's pending points were told to do (reference_decisions.action).
+ACTIVATE = "ACTIVATE"
+CANCEL = "CANCEL"
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,34 @@ class Ledger:
 
     def credit(self, uow: UnitOfWork, request: CreditRequest) -> Lot:
         validate_credit(request, self._clock.now())
-        return self._book(uow, request.customer_id).credit(request)
+        book = self._book(uow, request.customer_id)
+        lot = book.credit(request)
+        if request.pending and request.reference:
+            # The reference may have been activated or cancelled before this credit arrived.
+            decision = book.repo.decision(request.customer_id, request.reference)
+            if decision is not None and decision.action == CANCEL:
+                book.cancel_pending(lot, decision.reason or "the reference was cancelled")
+            elif decision is not None and decision.available_at is not None:
+                book.activate(lot, decision.available_at)
+        return lot
+
+    def _decide(
+        self, book: Book, reference: str, action: str, *, available_at: datetime | None = None, reason: str = ""
+    ) -> None:
+        """Remember what was decided for a reference, for its pending lots credited later. A
+        cancellation is final; a later activation moves the time."""
+        decision = book.repo.decision(book.customer_id, reference)
+        if decision is None:
+            decision = ReferenceDecision(
+                customer_id=book.customer_id, reference=reference, action=action, decided_at=book.now
+            )
+        elif decision.action == CANCEL:
+            return
+        decision.action = action
+        decision.available_at = available_at
+        decision.reason = reason
+        decision.decided_at = book.now
+        book.repo.add(decision)
 
     def activate(
         self, uow: UnitOfWork, customer_id: str, reference: str, at: datetime | None
@@ -112,15 +142,10 @@ class Ledger:
         validate_customer_id(customer_id)
         validate_reference(reference, required=True)
         book = self._book(uow, customer_id)
+        self._decide(book, reference, ACTIVATE, available_at=at or book.now)
         lots = [
             lot for lot in book.repo.lots_of_reference(customer_id, reference) if lot.status == LotStatus.PENDING.value
         ]
-        if not lots:
-            raise FailedPrecondition(
-                "NO_PENDING_POINTS",
-                f"customer {customer_id} has no pending points for {reference!r}",
-                metadata={"customer_id": customer_id, "reference": reference},
-            )
         activated = scheduled = 0
         for lot in lots:
             points = lot.remaining
@@ -135,6 +160,7 @@ class Ledger:
         validate_reference(reference, required=True)
         validate_text("reason", reason)
         book = self._book(uow, customer_id)
+        self._decide(book, reference, CANCEL, reason=reason)
         lots = [
             lot for lot in book.repo.lots_of_reference(customer_id, reference) if lot.status == LotStatus.PENDING.value
         ]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
-from loyalty.common.v1 import earning_pb2, mechanic_pb2, money_pb2
+from loyalty.common.v1 import earning_pb2, mechanic_pb2
 from loyalty.promotions.v1 import promotions_pb2
 
 from services.promotions.adapters.tables import CampaignRow, EarningRuleRow, PromoCodeRow, PromoReservationRow
@@ -20,27 +20,14 @@ from services.promotions.domain.segments import Condition
 from services.promotions.service_layer.catalogue import split
 from services.promotions.service_layer.promo_usage import awards_from_json
 from shared.errors import InvalidArgument
-from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, money, money_minor, optional_timestamp, to_timestamp
 
 S = TypeVar("S")
 MAX_LINES = 1000
 MAX_LINE_ID = 128
-CURRENCY = "RUB"
 
 
 # --- values ---------------------------------------------------------------------------------
-
-
-def money_minor(message: money_pb2.Money, field: str) -> int:
-    if message.currency_code not in ("", CURRENCY):
-        raise InvalidArgument.field(f"{field}.currency_code", "only RUB is supported", "UNSUPPORTED_CURRENCY")
-    if message.amount_minor < 0:
-        raise InvalidArgument.field(f"{field}.amount_minor", "must not be negative", "NEGATIVE_AMOUNT")
-    return message.amount_minor
-
-
-def money(minor: int) -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=minor, currency_code=CURRENCY)
 
 
 def duration_seconds(message: Any, field: str, name: str) -> int | None:

@@ -31,7 +31,6 @@ from services.promotions.entrypoints.codec import (
     mask_paths,
     mechanic_from_proto,
     mechanic_to_proto,
-    money_minor,
     reservation_to_proto,
     rule_spec_from,
     rule_to_proto,
@@ -54,7 +53,7 @@ from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency
 from shared.outbox import OutboxRelay
 from shared.pagination import page_size
-from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, money_minor, optional_timestamp, to_timestamp
 from shared.validation import validate_customer_id
 
 R = TypeVar("R", bound=Message)

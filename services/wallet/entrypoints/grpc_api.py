@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from loyalty.common.v1 import money_pb2, payment_pb2
+from loyalty.common.v1 import payment_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from services.wallet.adapters.mechanic_codec import mechanic_from_proto, mechanic_to_proto
@@ -39,15 +39,11 @@ from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency, request_fingerprint, validate_request_id
 from shared.outbox import OutboxRelay
 from shared.pagination import page_size
-from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, optional_timestamp, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, money, optional_timestamp, to_timestamp
 from shared.validation import validate_customer_id
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 STATISTICS_PAGE = 1000
-
-
-def money(amount_minor: int, currency: str = "RUB") -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=amount_minor, currency_code=currency)
 
 
 def card(token: str, brand: str, last4: str) -> payment_pb2.PaymentCard:

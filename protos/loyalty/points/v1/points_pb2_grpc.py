@@ -203,9 +203,10 @@ class PointsServiceServicer:
         """Activates the pending lots of a reference (an order), effective at a given time: from then on
         they are available. A time in the future schedules the activation and ActivateDuePoints
         carries it out; a time now or in the past activates at once. A lot's expiry, when it was
-        credited without one, is counted from its activation.
-        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
-        REFERENCE_REQUIRED.
+        credited without one, is counted from its activation. The decision is remembered: pending
+        lots of the reference credited later (another service's outbox may deliver them after the
+        order was delivered) follow it. A reference with nothing pending yet answers zero.
+        Reasons: REFERENCE_REQUIRED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,7 +214,8 @@ class PointsServiceServicer:
 
     def CancelPendingPoints(self, request, context):
         """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
-        available. Cancelling a reference with nothing pending answers zero.
+        available. The cancellation is remembered and final: pending lots of the reference credited
+        later are cancelled as they arrive. Cancelling a reference with nothing pending answers zero.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

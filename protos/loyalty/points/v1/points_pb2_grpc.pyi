@@ -73,13 +73,15 @@ class PointsServiceStub:
     """Activates the pending lots of a reference (an order), effective at a given time: from then on
     they are available. A time in the future schedules the activation and ActivateDuePoints
     carries it out; a time now or in the past activates at once. A lot's expiry, when it was
-    credited without one, is counted from its activation.
-    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
-    REFERENCE_REQUIRED.
+    credited without one, is counted from its activation. The decision is remembered: pending
+    lots of the reference credited later (another service's outbox may deliver them after the
+    order was delivered) follow it. A reference with nothing pending yet answers zero.
+    Reasons: REFERENCE_REQUIRED.
     """
     CancelPendingPoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.CancelPendingPointsRequest, _points_pb2.CancelPendingPointsResponse]
     """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
-    available. Cancelling a reference with nothing pending answers zero.
+    available. The cancellation is remembered and final: pending lots of the reference credited
+    later are cancelled as they arrive. Cancelling a reference with nothing pending answers zero.
     """
     ActivateDuePoints: _grpc.UnaryUnaryMultiCallable[_points_pb2.ActivateDuePointsRequest, _points_pb2.ActivateDuePointsResponse]
     """Operator job: makes available every pending lot whose scheduled activation time has passed.
@@ -193,13 +195,15 @@ class PointsServiceAsyncStub(PointsServiceStub):
     """Activates the pending lots of a reference (an order), effective at a given time: from then on
     they are available. A time in the future schedules the activation and ActivateDuePoints
     carries it out; a time now or in the past activates at once. A lot's expiry, when it was
-    credited without one, is counted from its activation.
-    Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
-    REFERENCE_REQUIRED.
+    credited without one, is counted from its activation. The decision is remembered: pending
+    lots of the reference credited later (another service's outbox may deliver them after the
+    order was delivered) follow it. A reference with nothing pending yet answers zero.
+    Reasons: REFERENCE_REQUIRED.
     """
     CancelPendingPoints: _aio.UnaryUnaryMultiCallable[_points_pb2.CancelPendingPointsRequest, _points_pb2.CancelPendingPointsResponse]  # type: ignore[assignment]
     """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
-    available. Cancelling a reference with nothing pending answers zero.
+    available. The cancellation is remembered and final: pending lots of the reference credited
+    later are cancelled as they arrive. Cancelling a reference with nothing pending answers zero.
     """
     ActivateDuePoints: _aio.UnaryUnaryMultiCallable[_points_pb2.ActivateDuePointsRequest, _points_pb2.ActivateDuePointsResponse]  # type: ignore[assignment]
     """Operator job: makes available every pending lot whose scheduled activation time has passed.
@@ -334,9 +338,10 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Activates the pending lots of a reference (an order), effective at a given time: from then on
         they are available. A time in the future schedules the activation and ActivateDuePoints
         carries it out; a time now or in the past activates at once. A lot's expiry, when it was
-        credited without one, is counted from its activation.
-        Reasons: NO_PENDING_POINTS (FAILED_PRECONDITION, nothing pending for the reference),
-        REFERENCE_REQUIRED.
+        credited without one, is counted from its activation. The decision is remembered: pending
+        lots of the reference credited later (another service's outbox may deliver them after the
+        order was delivered) follow it. A reference with nothing pending yet answers zero.
+        Reasons: REFERENCE_REQUIRED.
         """
 
     @_abc_1.abstractmethod
@@ -346,7 +351,8 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_points_pb2.CancelPendingPointsResponse, _abc.Awaitable[_points_pb2.CancelPendingPointsResponse]]:
         """Cancels the pending lots of a reference (a cancelled order). Cancelled points never become
-        available. Cancelling a reference with nothing pending answers zero.
+        available. The cancellation is remembered and final: pending lots of the reference credited
+        later are cancelled as they arrive. Cancelling a reference with nothing pending answers zero.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,238 @@
+"""Queries of the Checkout database, through one session (the unit of work's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_
+from sqlalchemy import select as sql_select
+from sqlmodel import Session, col, select
+
+from services.checkout.adapters.tables import (
+    OrderEventRow,
+    OrderLineRow,
+    OrderRow,
+    ProductRow,
+    ReturnLineRow,
+    ReturnRow,
+)
+from services.checkout.domain.saga import OrderStatus
+from shared.db import UtcDateTime
+
+# Orders that count as sales in statistics.
+SOLD = (
+    OrderStatus.PAID.value,
+    OrderStatus.DELIVERED.value,
+    OrderStatus.PARTIALLY_RETURNED.value,
+    OrderStatus.RETURNED.value,
+)
+
+
+@dataclass
+class ReturnSnapshot:
+    row: ReturnRow
+    lines: list[ReturnLineRow]
+
+
+@dataclass
+class OrderSnapshot:
+    """An order with everything its views show, detached from the session."""
+
+    order: OrderRow
+    lines: list[OrderLineRow]
+    events: list[OrderEventRow]
+    returns: list[ReturnSnapshot] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CustomerOrderStats:
+    customer_id: str
+    order_count: int
+    gmv_minor: int
+    wallet_order_count: int
+    wallet_money_minor: int
+    points_applied: int
+    first_order: datetime | None
+    last_order: datetime | None
+
+
+class CheckoutRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+    # --- catalogue ------------------------------------------------------------------------
+
+    def product(self, sku: str) -> ProductRow | None:
+        return self.session.get(ProductRow, sku)
+
+    def products(self, skus: Sequence[str]) -> dict[str, ProductRow]:
+        rows = self.session.exec(select(ProductRow).where(col(ProductRow.sku).in_(list(skus)))).all()
+        return {row.sku: row for row in rows}
+
+    def products_page(self, category: str, after: str | None, limit: int) -> list[ProductRow]:
+        query = select(ProductRow)
+        if category:
+            query = query.where(ProductRow.category == category)
+        if after is not None:
+            query = query.where(col(ProductRow.sku) > after)
+        return list(self.session.exec(query.order_by(col(ProductRow.sku)).limit(limit)).all())
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def order(self, order_id: str, *, lock: bool = False) -> OrderRow | None:
+        query = select(OrderRow).where(OrderRow.order_id == order_id).execution_options(populate_existing=True)
+        if lock:
+            query = query.with_for_update()
+        return self.session.exec(query).first()
+
+    def order_by_request(self, request_id: str) -> OrderRow | None:
+        return self.session.exec(select(OrderRow).where(OrderRow.request_id == request_id)).first()
+
+    def lines(self, order_id: str) -> list[OrderLineRow]:
+        return list(
+            self.session.exec(
+                select(OrderLineRow)
+                .where(OrderLineRow.order_id == order_id)
+                .order_by(col(OrderLineRow.position))
+                .execution_options(populate_existing=True)
+            ).all()
+        )
+
+    def snapshot(self, order: OrderRow) -> OrderSnapshot:
+        events = list(
+            self.session.exec(
+                select(OrderEventRow).where(OrderEventRow.order_id == order.order_id).order_by(col(OrderEventRow.id))
+            ).all()
+        )
+        returns = [
+            ReturnSnapshot(row, self.return_lines(row.return_id))
+            for row in self.session.exec(
+                select(ReturnRow)
+                .where(ReturnRow.order_id == order.order_id)
+                .order_by(col(ReturnRow.created_at), col(ReturnRow.return_id))
+            ).all()
+        ]
+        snapshot = OrderSnapshot(order, self.lines(order.order_id), events, returns)
+        self.session.expunge_all()
+        return snapshot
+
+    def orders_page(
+        self, customer_id: str, statuses: Sequence[str], after: tuple[datetime, str] | None, limit: int
+    ) -> list[OrderRow]:
+        query = select(OrderRow)
+        if customer_id:
+            query = query.where(OrderRow.customer_id == customer_id)
+        if statuses:
+            query = query.where(col(OrderRow.status).in_(list(statuses)))
+        if after is not None:
+            created, order_id = after
+            query = query.where(
+                or_(
+                    col(OrderRow.created_at) < created,
+                    and_(col(OrderRow.created_at) == created, col(OrderRow.order_id) < order_id),
+                )
+            )
+        query = query.order_by(col(OrderRow.created_at).desc(), col(OrderRow.order_id).desc()).limit(limit)
+        return list(self.session.exec(query).all())
+
+    def open_sagas(self, moved_before: datetime, now: datetime, limit: int) -> list[str]:
+        """Orders with saga steps left that have not moved since `moved_before` and that no
+        driver holds."""
+        query = (
+            select(OrderRow.order_id)
+            .where(
+                col(OrderRow.saga_open).is_(True),
+                col(OrderRow.saga_at) <= moved_before,
+                or_(col(OrderRow.lease_until).is_(None), col(OrderRow.lease_until) <= now),
+            )
+            .order_by(col(OrderRow.saga_at))
+            .limit(limit)
+        )
+        return list(self.session.exec(query).all())
+
+    # --- returns --------------------------------------------------------------------------
+
+    def return_row(self, return_id: str, *, lock: bool = False) -> ReturnRow | None:
+        query = select(ReturnRow).where(ReturnRow.return_id == return_id).execution_options(populate_existing=True)
+        if lock:
+            query = query.with_for_update()
+        return self.session.exec(query).first()
+
+    def return_lines(self, return_id: str) -> list[ReturnLineRow]:
+        return list(
+            self.session.exec(
+                select(ReturnLineRow).where(ReturnLineRow.return_id == return_id).order_by(col(ReturnLineRow.sku))
+            ).all()
+        )
+
+    def open_returns(self, moved_before: datetime, now: datetime, limit: int) -> list[str]:
+        query = (
+            select(ReturnRow.return_id)
+            .where(
+                ReturnRow.status == "PENDING",
+                col(ReturnRow.saga_at) <= moved_before,
+                or_(col(ReturnRow.lease_until).is_(None), col(ReturnRow.lease_until) <= now),
+            )
+            .order_by(col(ReturnRow.saga_at))
+            .limit(limit)
+        )
+        return list(self.session.exec(query).all())
+
+    # --- statistics -----------------------------------------------------------------------
+
+    def statistics(
+        self, start: datetime, end: datetime, customer_ids: Sequence[str], after: str | None, limit: int
+    ) -> list[CustomerOrderStats]:
+        kept = (col(OrderLineRow.quantity) - col(OrderLineRow.returned_quantity)) * col(OrderLineRow.unit_price_minor)
+        gmv = (
+            sql_select(col(OrderLineRow.order_id), func.sum(kept).label("gmv"))
+            .group_by(col(OrderLineRow.order_id))
+            .subquery()
+        )
+        wallet = col(OrderRow.payment_method) == "WALLET"
+        query = (
+            sql_select(
+                col(OrderRow.customer_id),
+                func.count(),
+                func.coalesce(func.sum(gmv.c.gmv), 0),
+                func.coalesce(func.sum(case((wallet, 1), else_=0)), 0),
+                func.coalesce(
+                    func.sum(case((wallet, OrderRow.money_paid_minor - OrderRow.money_refunded_minor), else_=0)), 0
+                ),
+                func.coalesce(func.sum(OrderRow.points_applied), 0),
+                func.min(OrderRow.created_at, type_=UtcDateTime()),
+                func.max(OrderRow.created_at, type_=UtcDateTime()),
+            )
+            .join(gmv, gmv.c.order_id == OrderRow.order_id)
+            .where(
+                col(OrderRow.status).in_(SOLD),
+                col(OrderRow.created_at) >= start,
+                col(OrderRow.created_at) < end,
+            )
+            .group_by(col(OrderRow.customer_id))
+            .order_by(col(OrderRow.customer_id))
+        )
+        if customer_ids:
+            query = query.where(col(OrderRow.customer_id).in_(list(customer_ids)))
+        if after is not None:
+            query = query.where(col(OrderRow.customer_id) > after)
+        rows = self.session.execute(query.limit(limit)).all()
+        return [
+            CustomerOrderStats(
+                customer_id=row[0],
+                order_count=int(row[1]),
+                gmv_minor=int(row[2]),
+                wallet_order_count=int(row[3]),
+                wallet_money_minor=int(row[4]),
+                points_applied=int(row[5]),
+                first_order=row[6],
+                last_order=row[7],
+            )
+            for row in rows
+        ]
