@@ -9,12 +9,13 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import TokenVerifier
 from gateway.backends import Backends, current_request_id
+from gateway.deps import storable_parameters
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, install
 from gateway.routes import ROUTERS
 from gateway.settings import GatewaySettings
@@ -94,6 +95,7 @@ def create_app(
         version=VERSION,
         description=DESCRIPTION,
         responses=PROBLEM_RESPONSES,
+        dependencies=[Depends(storable_parameters)],
     )
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings.jwt_secret)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import mechanic_pb2, money_pb2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import InvalidArgument
 from shared.protoconv import from_timestamp, to_timestamp
@@ -28,10 +28,33 @@ Text = Annotated[str, Field(max_length=500)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+def text_fault(value: str) -> str | None:
+    """Why a client's string cannot be passed on, or None. NUL characters are refused (PostgreSQL
+    cannot store them) and so are lone surrogates (JSON can escape them, UTF-8 and so protobuf
+    cannot carry them)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no unpaired surrogates)"
+    return None
+
+
 class Body(BaseModel):
-    """A request body: unknown fields are refused rather than silently ignored."""
+    """A request body: unknown fields are refused rather than silently ignored, and every string
+    must be text a service can store."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            fault = text_fault(item) if isinstance(item, str) else None
+            if fault:
+                raise ValueError(fault)
+        return value
 
 
 def money(amount_minor: int) -> money_pb2.Money:

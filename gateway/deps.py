@@ -9,6 +9,8 @@ from fastapi import Depends, Header, Query, Request
 
 from gateway.auth import Principal
 from gateway.backends import Backends
+from gateway.convert import text_fault
+from shared.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 63  # `<sub>/<key>` stays within the services' 128-character request ids
 
@@ -52,3 +54,12 @@ def request_id(principal: Principal, key: str | None) -> str:
     """The service request id of a client's key: namespaced by the caller, so two customers who
     happen to choose the same key never collide (or learn of each other)."""
     return f"{principal.sub}/{key if key is not None else uuid.uuid4().hex}"
+
+
+def storable_parameters(request: Request) -> None:
+    """Path and query parameters must be text a service can store (see `text_fault`); bodies are
+    checked by their models."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        fault = text_fault(value) if isinstance(value, str) else None
+        if fault:
+            raise InvalidArgument.field(name, fault)

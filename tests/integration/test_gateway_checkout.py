@@ -86,6 +86,10 @@ def test_catalogue_upsert_creates_then_replaces(api: TestClient) -> None:
         headers=as_operator(),
     )
     assert gift.json()["product"]["points_excluded"] is True
+    # Found by the fuzz test: a NUL reached PostgreSQL through Checkout and came back as a 502.
+    nul = {"title": "a\u0000b", "category": "toys", "price_minor": 100}
+    body = problem(api.put("/v1/admin/catalog/x", json=nul, headers=as_operator()), 400, "INVALID_ARGUMENT")
+    assert body["field_violations"][0]["field"] == "title"
     bad = {"title": "X", "category": "toys", "price_minor": 0}
     problem(api.put("/v1/admin/catalog/x", json=bad, headers=as_operator()), 400, "INVALID_ARGUMENT")
     problem(

@@ -138,6 +138,28 @@ def test_bad_json_values_are_400_with_the_field_named(api: TestClient, body: obj
 
 
 @pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"amount_minor": 100000, "card_token": "tok\\u0000ok"}', "card_token"),
+        (b'{"amount_minor": 100000, "card_token": "tok\\ud800"}', "card_token"),
+    ],
+)
+def test_text_no_service_can_store_is_400(api: TestClient, raw: bytes, field: str) -> None:
+    headers = {**as_customer(customer_id(), key()), "Content-Type": "application/json"}
+    body = problem(api.post("/v1/wallet/top-ups", content=raw, headers=headers), 400, "INVALID_ARGUMENT")
+    assert [v["field"] for v in body["field_violations"]] == [field]
+
+
+def test_path_and_query_parameters_with_nul_are_400(api: TestClient) -> None:
+    body = problem(api.get("/v1/orders/abc%00def", headers=as_customer(customer_id())), 400, "INVALID_ARGUMENT")
+    assert body["field_violations"][0]["field"] == "order_id"
+    body = problem(
+        api.get("/v1/wallet/statement?page_token=a%00b", headers=as_customer(customer_id())), 400, "INVALID_ARGUMENT"
+    )
+    assert body["field_violations"][0]["field"] == "page_token"
+
+
+@pytest.mark.parametrize(
     "raw", [b"{", b"not json", b"[1, 2]", b"\xff\xfe", b'{"amount_minor": 1e999, "card_token": "tok_ok"}', b""]
 )
 def test_malformed_bodies_are_400(api: TestClient, raw: bytes) -> None:

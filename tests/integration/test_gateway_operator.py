@@ -158,6 +158,10 @@ def test_campaigns_create_list_end(api: TestClient, clock: ManualClock) -> None:
     problem(api.post("/v1/admin/campaigns", json=backwards, headers=as_operator()), 400, "WINDOW_ENDS_BEFORE_START")
     naive = {**body, "start_time": "2026-01-01T00:00:00"}
     problem(api.post("/v1/admin/campaigns", json=naive, headers=as_operator()), 400, "INVALID_ARGUMENT")
+    for edge in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):  # beyond what protobuf holds
+        beyond = {**body, "start_time": edge}
+        answer = problem(api.post("/v1/admin/campaigns", json=beyond, headers=as_operator()), 400, "INVALID_TIME")
+        assert answer["field_violations"][0]["field"] == "start_time"
 
 
 def test_promo_codes_create_list_end(api: TestClient, clock: ManualClock) -> None:
