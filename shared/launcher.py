@@ -20,12 +20,15 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from gateway.auth import CUSTOMER, OPERATOR, mint_token
 from gateway.settings import GatewaySettings
+from services.checkout.demo_catalogue import DEMO_CATALOGUE
 from shared.errors import DomainError, from_rpc_error
+from shared.protoconv import money
 from shared.settings import Env, SettingsError
 
 START_ORDER = ("points", "promotions", "wallet", "checkout")
@@ -96,6 +99,14 @@ def seed_demo_data(addresses: Mapping[str, str]) -> None:
         except grpc.RpcError as error:
             if from_rpc_error(error).reason != "WALLET_ALREADY_EXISTS":
                 raise
+    with grpc.insecure_channel(addresses["checkout"]) as checkout_channel:
+        catalogue = checkout_pb2_grpc.CheckoutServiceStub(checkout_channel)
+        for category, products in DEMO_CATALOGUE.items():
+            for sku, title, price_minor in products:
+                product = checkout_pb2.Product(sku=sku, title=title, category=category, price=money(price_minor))
+                catalogue.UpsertProduct(
+                    checkout_pb2.UpsertProductRequest(request_id=f"demo-product-{sku}", product=product), timeout=5
+                )
     with grpc.insecure_channel(addresses["points"]) as points_channel:
         points_pb2_grpc.PointsServiceStub(points_channel).CreditPoints(
             points_pb2.CreditPointsRequest(
@@ -120,6 +131,7 @@ Loyalty platform is running (SQLite files under var/). Ctrl-C stops everything.
 
 Health of every service:   .venv/bin/python -m shared.launcher status
 Demo customer:             {customer} (a wallet, 500 welcome points)
+Demo catalogue:            56 products in 10 categories (CheckoutService/ListProducts)
 
 Bearer tokens (LOYALTY_ENV=dev, signed with the documented dev secret, valid 12 hours):
   CUSTOMER_TOKEN={customer_token}

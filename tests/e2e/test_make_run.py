@@ -139,11 +139,33 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
         urllib.request.urlopen(f"http://127.0.0.1:{env['GATEWAY_PORT']}/healthz", timeout=2)
 
 
+def demo_catalogue(env: dict[str, str]) -> dict[str, set[str]]:
+    from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+
+    with grpc.insecure_channel(env["CHECKOUT_TARGET"]) as channel:
+        products = (
+            checkout_pb2_grpc.CheckoutServiceStub(channel)
+            .ListProducts(checkout_pb2.ListProductsRequest(page_size=1000), timeout=5)
+            .products
+        )
+    categories: dict[str, set[str]] = {}
+    for product in products:
+        categories.setdefault(product.category, set()).add(product.sku)
+        if product.price.amount_minor == 100:
+            categories.setdefault("1 RUB", set()).add(product.sku)
+        if product.points_excluded:
+            categories.setdefault("no points", set()).add(product.sku)
+    return categories
+
+
 def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Databases) -> None:
     env = launcher_env(databases)
     for _ in range(2):
         with launched(env):
             assert demo_points(env) == 500
+            catalogue = demo_catalogue(env)
+            assert sum(len(skus) for name, skus in catalogue.items() if name not in ("1 RUB", "no points")) >= 50
+            assert len(catalogue) - 2 >= 8 and catalogue["1 RUB"] and catalogue["no points"] == catalogue["gift-cards"]
 
 
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:
