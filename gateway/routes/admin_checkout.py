@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
@@ -10,9 +9,9 @@ from loyalty.checkout.v1 import checkout_pb2
 from pydantic import BaseModel, Field
 
 from gateway.auth import Operator
-from gateway.convert import Body, Name, PositiveInt64, instant, minor, money
+from gateway.convert import Body, Name, PositiveInt64, money
 from gateway.deps import Api, IdempotencyKey, OptionalIdempotencyKey, request_id
-from gateway.routes.checkout import OrderId, OrderOut, order_out
+from gateway.routes.checkout import OrderId, OrderOut, ProductOut, order_out, product_out
 
 router = APIRouter(prefix="/v1/admin", tags=["admin: checkout"])
 
@@ -21,16 +20,6 @@ class ProductIn(Body):
     title: Name
     category: Annotated[str, Field(min_length=1, max_length=64)]
     price_minor: PositiveInt64
-
-
-class ProductOut(BaseModel):
-    sku: str
-    title: str
-    category: str
-    price_minor: int
-    points_excluded: bool
-    created_at: datetime | None
-    updated_at: datetime | None
 
 
 class UpsertOut(BaseModel):
@@ -61,20 +50,8 @@ def upsert_product(
             ),
         ),
     )
-    p = answer.product
     response.status_code = 201 if answer.created else 200
-    return UpsertOut(
-        product=ProductOut(
-            sku=p.sku,
-            title=p.title,
-            category=p.category,
-            price_minor=minor(p.price),
-            points_excluded=p.points_excluded,
-            created_at=instant(p, "create_time"),
-            updated_at=instant(p, "update_time"),
-        ),
-        created=answer.created,
-    )
+    return UpsertOut(product=product_out(answer.product), created=answer.created)
 
 
 @router.post("/orders/{order_id}/deliver", response_model=OrderOut, summary="Mark a paid order delivered")

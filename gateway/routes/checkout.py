@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Query
 from loyalty.checkout.v1 import checkout_pb2
 from loyalty.common.v1 import earning_pb2, payment_pb2
 from pydantic import BaseModel, Field
 
-from gateway.auth import Customer
+from gateway.auth import Customer, authenticated
 from gateway.convert import Body, NonNegativeInt64, Page, PositiveInt64, Text, enum_name, enum_value, instant, minor
 from gateway.deps import Api, IdempotencyKey, PageSize, PageToken, request_id
 from gateway.problems import PAYMENT_RESPONSES
@@ -61,6 +61,64 @@ def lines_in(lines: list[LineIn]) -> list[checkout_pb2.LineItem]:
 
 def payment_method(name: PaymentMethod | None) -> int:
     return 0 if name is None else int(enum_value(payment_pb2.PaymentMethod, name, "PAYMENT_METHOD_"))
+
+
+# --- catalogue ---------------------------------------------------------------------------------
+
+
+class ProductOut(BaseModel):
+    sku: str
+    title: str
+    category: str
+    price_minor: int
+    points_excluded: bool = Field(description="True when points cannot pay for the product's category.")
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+def product_out(p: checkout_pb2.Product) -> ProductOut:
+    return ProductOut(
+        sku=p.sku,
+        title=p.title,
+        category=p.category,
+        price_minor=minor(p.price),
+        points_excluded=p.points_excluded,
+        created_at=instant(p, "create_time"),
+        updated_at=instant(p, "update_time"),
+    )
+
+
+class ProductsOut(Page):
+    products: list[ProductOut]
+
+
+@router.get(
+    "/v1/catalog",
+    response_model=ProductsOut,
+    dependencies=[Depends(authenticated)],
+    summary="The product catalogue by sku (any valid token)",
+)
+def list_products(
+    api: Api,
+    category: Annotated[str, Query(max_length=64, description="Only this category.")] = "",
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> ProductsOut:
+    answer = api.call(
+        api.checkout.ListProducts,
+        checkout_pb2.ListProductsRequest(page_size=page_size, page_token=page_token, category=category),
+    )
+    return ProductsOut(products=[product_out(p) for p in answer.products], next_page_token=answer.next_page_token)
+
+
+@router.get(
+    "/v1/catalog/{sku}",
+    response_model=ProductOut,
+    dependencies=[Depends(authenticated)],
+    summary="One product (any valid token)",
+)
+def get_product(sku: Annotated[str, Path(min_length=1, max_length=64)], api: Api) -> ProductOut:
+    return product_out(api.call(api.checkout.GetProduct, checkout_pb2.GetProductRequest(sku=sku)).product)
 
 
 # --- quote -------------------------------------------------------------------------------------

@@ -118,6 +118,14 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
         assert http_get(f"{gateway}/v1/admin/earning-rules", printed["OPERATOR_TOKEN"])[0] == 200
         code, body = http_get(f"{gateway}/v1/admin/earning-rules", printed["CUSTOMER_TOKEN"])
         assert (code, body["reason"]) == (403, "OPERATOR_ROLE_REQUIRED")
+        quote = urllib.request.Request(
+            f"{gateway}/v1/checkout/quote",
+            data=json.dumps({"lines": [{"sku": "el-cable", "quantity": 2}], "points_to_use": 100}).encode(),
+            headers={"Authorization": f"Bearer {printed['CUSTOMER_TOKEN']}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(quote, timeout=10) as answer:
+            priced = json.loads(answer.read())
+        assert (priced["total_minor"], priced["points_applied"], priced["money_due_minor"]) == (99_800, 100, 89_800)
         with urllib.request.urlopen(f"{gateway}/readyz", timeout=10) as ready:
             assert json.loads(ready.read())["status"] == "ready"
         for name in SERVICES:

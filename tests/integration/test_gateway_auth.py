@@ -41,7 +41,8 @@ def operations() -> list[tuple[str, str]]:
 
 OPERATIONS = operations()
 ADMIN = [op for op in OPERATIONS if op[1].startswith("/v1/admin/")]
-CUSTOMER = [op for op in OPERATIONS if op[1].startswith("/v1/") and not op[1].startswith("/v1/admin/")]
+ANY_ROLE = [op for op in OPERATIONS if op[1].startswith("/v1/catalog")]  # browsing the catalogue
+CUSTOMER = [op for op in OPERATIONS if op[1].startswith("/v1/") and op not in ADMIN and op not in ANY_ROLE]
 
 
 @pytest.fixture
@@ -115,6 +116,13 @@ def test_a_customer_token_on_every_operator_endpoint_is_403(api: TestClient) -> 
 def test_an_operator_token_on_customer_endpoints_is_403(api: TestClient) -> None:
     for method, path in CUSTOMER:
         problem(call(api, method, path, as_operator()), 403, "CUSTOMER_ROLE_REQUIRED")
+
+
+def test_the_catalogue_takes_any_valid_token_but_not_none(api: TestClient) -> None:
+    assert ANY_ROLE == [("GET", "/v1/catalog"), ("GET", "/v1/catalog/x1")]
+    for headers in (as_customer(customer_id()), as_operator(), bearer(token("someone", "auditor"))):
+        assert api.get("/v1/catalog", headers=headers).status_code == 200
+    problem(api.get("/v1/catalog"), 401, "TOKEN_MISSING")
 
 
 def test_the_right_role_gets_through(api: TestClient) -> None:

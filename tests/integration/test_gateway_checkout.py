@@ -99,6 +99,19 @@ def test_catalogue_upsert_creates_then_replaces(api: TestClient) -> None:
     )
 
 
+def test_the_catalogue_can_be_browsed(api: TestClient) -> None:
+    headers = as_customer(customer_id())
+    first = api.get("/v1/catalog?page_size=2", headers=headers).json()
+    rest = api.get("/v1/catalog", params={"page_token": first["next_page_token"]}, headers=headers).json()
+    assert [p["sku"] for p in first["products"] + rest["products"]] == sorted(CATALOGUE)
+    assert rest["next_page_token"] == ""
+    gifts = api.get("/v1/catalog?category=gift-cards", headers=headers).json()["products"]
+    assert [(p["sku"], p["price_minor"], p["points_excluded"]) for p in gifts] == [("gift", 100_000, True)]
+    soap = api.get("/v1/catalog/soap", headers=headers).json()
+    assert (soap["title"], soap["category"], soap["price_minor"]) == ("Soap", "household", 9_950)
+    problem(api.get("/v1/catalog/unicorn", headers=headers), 404, "PRODUCT_NOT_FOUND")
+
+
 def test_quote_applies_the_points_cap_and_explains_the_points_to_earn(api: TestClient) -> None:
     cust = customer_id()
     fund(api, cust, 1_000_000, 5_000)
