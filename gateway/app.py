@@ -98,7 +98,7 @@ def create_app(
         dependencies=[Depends(storable_parameters)],
     )
     app.state.settings = settings
-    app.state.verifier = TokenVerifier(settings.jwt_secret)
+    app.state.verifier = TokenVerifier(settings.jwt_secret, jwks_url=settings.jwks_url, audience=settings.jwt_audience)
     app.state.backends = backends or Backends(
         settings.targets,
         deadline_ms=settings.deadline_ms,

@@ -1,8 +1,14 @@
-"""Bearer tokens: HS256 JWTs with `sub`, `roles` and `exp`, and the FastAPI dependencies that
-turn them into a `Principal` with the role an endpoint needs.
+"""Bearer tokens: JWTs with `sub`, `roles` and `exp`, and the FastAPI dependencies that turn
+them into a `Principal` with the role an endpoint needs.
+
+HS256 tokens are verified with the shared secret. When a JWKS URL is configured, RS256 tokens are
+verified with the identity provider's public key named by the token's `kid`. Each algorithm is
+verified only with its own kind of key, so a token cannot pick its key (no HS256 token "signed"
+with the provider's public key).
 
 Every failure to authenticate (no token, malformed, unsigned `alg: none`, wrongly signed,
-expired, missing claims) is 401; a valid token without the endpoint's role is 403.
+expired, missing claims) is 401; a valid token without the endpoint's role is 403; a JWKS endpoint
+that cannot be reached is 503.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.errors import PermissionDenied, Unauthenticated
+from shared.errors import PeerUnavailable, PermissionDenied, Unauthenticated
 from shared.validation import MAX_CUSTOMER_ID
 
 CUSTOMER = "customer"
 OPERATOR = "operator"
 ALGORITHM = "HS256"
+PROVIDER_ALGORITHM = "RS256"
 LEEWAY_SECONDS = 5
+JWKS_TIMEOUT_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -34,15 +42,38 @@ class Principal:
 
 
 class TokenVerifier:
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, *, jwks_url: str = "", audience: str = "") -> None:
         self._secret = secret
+        self._audience = audience or None
+        self._jwks = (
+            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=JWKS_TIMEOUT_SECONDS) if jwks_url else None
+        )
+
+    def _key(self, token: str) -> tuple[Any, str]:
+        """The key and the one algorithm a token may be verified with."""
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as error:
+            raise Unauthenticated("TOKEN_INVALID", f"the bearer token is not valid: {error}") from None
+        if algorithm == PROVIDER_ALGORITHM and self._jwks is not None:
+            try:
+                return self._jwks.get_signing_key_from_jwt(token).key, PROVIDER_ALGORITHM
+            except jwt.PyJWKClientConnectionError as error:
+                raise PeerUnavailable(
+                    "JWKS_UNAVAILABLE", f"the identity provider's keys cannot be read: {error}"
+                ) from None
+            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
+                raise Unauthenticated("TOKEN_INVALID", f"the bearer token's key is not known: {error}") from None
+        return self._secret, ALGORITHM
 
     def verify(self, token: str) -> Principal:
+        key, algorithm = self._key(token)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[ALGORITHM],
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
                 options={"require": ["sub", "roles", "exp"]},
                 leeway=LEEWAY_SECONDS,
             )

@@ -24,6 +24,8 @@ class GatewaySettings:
     job_deadline_ms: int
     retry_attempts: int
     jwt_secret: str
+    jwks_url: str
+    jwt_audience: str
     environment: str
     log_level: str
     log_format: str
@@ -57,6 +59,8 @@ class GatewaySettings:
             job_deadline_ms=env.integer("GATEWAY_JOB_DEADLINE_MS", minimum=1),
             retry_attempts=env.integer("PEER_RETRY_ATTEMPTS", minimum=1),
             jwt_secret=secret,
+            jwks_url=env.text("LOYALTY_JWKS_URL"),
+            jwt_audience=env.text("LOYALTY_JWT_AUDIENCE"),
             environment=environment,
             log_level=env.text("LOG_LEVEL").upper(),
             log_format=log_format,

@@ -64,6 +64,16 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "HS256 secret the gateway verifies bearer tokens with (at least 32 bytes); required outside dev.",
     ),
+    Setting(
+        "LOYALTY_JWKS_URL",
+        "",
+        "Optional JWKS URL of an identity provider: the gateway then also accepts its RS256 tokens (key by `kid`).",
+    ),
+    Setting(
+        "LOYALTY_JWT_AUDIENCE",
+        "",
+        "When set, tokens must carry this `aud`; when empty, tokens with an `aud` are refused.",
+    ),
     Setting("GRPC_BIND_HOST", "127.0.0.1", "Interface the gRPC servers listen on (`0.0.0.0` in a pod)."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per service."),
     Setting(
