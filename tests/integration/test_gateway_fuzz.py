@@ -9,6 +9,7 @@ the services instead of stopping at 403.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDep
 
 schema = schemathesis.openapi.from_dict(create_app(gateway_settings({})).openapi())
 
-MAX_EXAMPLES = 12
+# Modest in the suite; `GATEWAY_FUZZ_EXAMPLES=200 pytest tests/integration/test_gateway_fuzz.py` digs deeper.
+MAX_EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "12"))
 
 
 @pytest.fixture(scope="module")
