@@ -27,10 +27,11 @@ _CLIENT_REQUEST_ID = re.compile(r"^[!-~]{1,128}$")
 
 DESCRIPTION = """HTTP/JSON API of the loyalty platform for the checkout frontend and operators.
 
-Authenticate with `Authorization: Bearer <JWT>` (HS256, claims `sub`, `roles`, `exp`): role `customer`
-for `/v1/...` (the customer is `sub`), role `operator` for `/v1/admin/...`. Money is integer kopecks in
-`*_minor` fields; points are integers. POSTs that move money or points need an `Idempotency-Key`.
-Errors are `application/problem+json` with a machine-readable `reason`.
+Authenticate with `Authorization: Bearer <JWT>` (HS256, or RS256 from the configured JWKS; claims
+`sub`, `roles`, `exp`): role `customer` for `/v1/...` (the customer is `sub`), role `operator` for
+`/v1/admin/...`. Money is integer kopecks in `*_minor` fields; points are integers. POSTs that move
+money or points need an `Idempotency-Key`. Errors are `application/problem+json` with a
+machine-readable `reason`.
 """
 
 
