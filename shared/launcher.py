@@ -1,7 +1,8 @@
-"""`make run`: every service as its own process on the embedded default (SQLite under var/).
+"""`make run`: every service as its own process on the embedded default (SQLite under var/),
+then the HTTP gateway in dev mode, with ready-made bearer tokens printed.
 
 python -m shared.launcher          start everything, seed demo data, wait for Ctrl-C
-python -m shared.launcher status   health of each service on its configured address
+python -m shared.launcher status   health of each service and the gateway's readiness
 """
 
 from __future__ import annotations
@@ -12,19 +13,27 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from types import FrameType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
+from gateway.auth import CUSTOMER, OPERATOR, mint_token
+from gateway.settings import GatewaySettings
+from services.checkout.demo_catalogue import DEMO_CATALOGUE
 from shared.errors import DomainError, from_rpc_error
-from shared.settings import Env
+from shared.protoconv import money
+from shared.settings import Env, SettingsError
 
 START_ORDER = ("points", "promotions", "wallet", "checkout")
 DEMO_CUSTOMER = "demo-customer"
+DEMO_OPERATOR = "demo-operator"
 
 
 def targets(env: Env) -> dict[str, str]:
@@ -40,6 +49,33 @@ def health(target: str, timeout_ms: int = 1000) -> str:
         except grpc.RpcError as error:
             return error.code().name
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def gateway_url(env: Env) -> str:
+    host = env.text("GATEWAY_HOST")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{env.text('GATEWAY_PORT')}"
+
+
+def gateway_ready(url: str, timeout_ms: int = 2000) -> str:
+    """`SERVING` when the gateway's /readyz answers 200, else what went wrong."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout_ms / 1000) as response:
+            return "SERVING" if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}"
+    except OSError:
+        return "UNAVAILABLE"
+
+
+def wait_gateway(url: str, process: subprocess.Popen[bytes], seconds: int = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit(f"gateway exited with code {process.returncode} during start-up; see its log above")
+        if gateway_ready(url) == "SERVING":
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"the gateway was not ready on {url} within {seconds} s")
 
 
 def wait_serving(name: str, target: str, process: subprocess.Popen[bytes], seconds: int = 60) -> None:
@@ -63,6 +99,14 @@ def seed_demo_data(addresses: Mapping[str, str]) -> None:
         except grpc.RpcError as error:
             if from_rpc_error(error).reason != "WALLET_ALREADY_EXISTS":
                 raise
+    with grpc.insecure_channel(addresses["checkout"]) as checkout_channel:
+        catalogue = checkout_pb2_grpc.CheckoutServiceStub(checkout_channel)
+        for category, products in DEMO_CATALOGUE.items():
+            for sku, title, price_minor in products:
+                product = checkout_pb2.Product(sku=sku, title=title, category=category, price=money(price_minor))
+                catalogue.UpsertProduct(
+                    checkout_pb2.UpsertProductRequest(request_id=f"demo-product-{sku}", product=product), timeout=5
+                )
     with grpc.insecure_channel(addresses["points"]) as points_channel:
         points_pb2_grpc.PointsServiceStub(points_channel).CreditPoints(
             points_pb2.CreditPointsRequest(
@@ -83,9 +127,20 @@ Loyalty platform is running (SQLite files under var/). Ctrl-C stops everything.
   points      {points}
   promotions  {promotions}
   checkout    {checkout}
+  gateway     {gateway}   (OpenAPI: {gateway}/docs)
 
 Health of every service:   .venv/bin/python -m shared.launcher status
 Demo customer:             {customer} (a wallet, 500 welcome points)
+Demo catalogue:            56 products in 10 categories (CheckoutService/ListProducts)
+
+Bearer tokens (LOYALTY_ENV=dev, signed with the documented dev secret, valid 12 hours):
+  CUSTOMER_TOKEN={customer_token}
+  OPERATOR_TOKEN={operator_token}
+Try the HTTP API:
+  curl -s -H "Authorization: Bearer {customer_token}" {gateway}/v1/points
+  curl -s -X POST -H "Authorization: Bearer {customer_token}" -H "Idempotency-Key: demo-top-up-1" \\
+    -H "Content-Type: application/json" -d '{{"amount_minor": 500000, "card_token": "tok_ok"}}' \\
+    {gateway}/v1/wallet/top-ups
 Try it from Python:
   .venv/bin/python -c "import grpc; from loyalty.points.v1 import points_pb2 as p, points_pb2_grpc as g; \\
 print(g.PointsServiceStub(grpc.insecure_channel('{points}')).GetBalance(p.GetBalanceRequest(customer_id='{customer}')))"
@@ -97,6 +152,13 @@ def run(env: Env) -> int:
     addresses = targets(env)
     child_env = dict(os.environ)
     child_env.setdefault("LOG_FORMAT", "text")
+    child_env.setdefault("LOYALTY_ENV", "dev")
+    try:
+        gateway_settings = GatewaySettings.from_env(child_env)
+    except SettingsError as error:
+        print(f"make run failed: gateway configuration: {error}", file=sys.stderr)
+        return 2
+    url = gateway_url(env)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -112,7 +174,19 @@ def run(env: Env) -> int:
             processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=child_env)
             wait_serving(name, addresses[name], processes[name])
         seed_demo_data(addresses)
-        print(USAGE.format(customer=DEMO_CUSTOMER, **addresses), flush=True)
+        processes["gateway"] = subprocess.Popen([sys.executable, "-m", "gateway"], env=child_env)
+        wait_gateway(url, processes["gateway"])
+        secret = gateway_settings.jwt_secret
+        print(
+            USAGE.format(
+                customer=DEMO_CUSTOMER,
+                gateway=url,
+                customer_token=mint_token(secret, DEMO_CUSTOMER, [CUSTOMER]),
+                operator_token=mint_token(secret, DEMO_OPERATOR, [OPERATOR]),
+                **addresses,
+            ),
+            flush=True,
+        )
         while not stopping:
             for name, process in processes.items():
                 if process.poll() is not None:
@@ -123,7 +197,7 @@ def run(env: Env) -> int:
         print(f"make run failed: {error}", file=sys.stderr)
         code = 1
     finally:
-        for process in processes.values():
+        for process in reversed(processes.values()):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for name, process in processes.items():
@@ -142,7 +216,10 @@ def status(env: Env) -> int:
         state = health(target)
         print(f"{name:<11} {target:<18} {state}")
         worst = worst or int(state != "SERVING")
-    return worst
+    url = gateway_url(env)
+    state = gateway_ready(url)
+    print(f"{'gateway':<11} {url:<18} {state}")
+    return worst or int(state != "SERVING")
 
 
 def main(argv: list[str] | None = None) -> int:

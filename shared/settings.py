@@ -47,6 +47,33 @@ def _per_service() -> list[Setting]:
 SETTINGS: tuple[Setting, ...] = (
     *_per_service(),
     Setting("GATEWAY_PORT", str(GATEWAY_DEFAULT_PORT), "HTTP port of the gateway."),
+    Setting("GATEWAY_HOST", "127.0.0.1", "Interface the gateway's HTTP server listens on (`0.0.0.0` in a pod)."),
+    Setting(
+        "GATEWAY_JOB_DEADLINE_MS",
+        "60000",
+        "Deadline of the gateway's calls that run operator jobs (every other call uses PEER_DEADLINE_MS).",
+    ),
+    Setting(
+        "LOYALTY_ENV",
+        "production",
+        "`dev` lets the gateway fall back to the documented dev JWT secret (`make run` sets it); anything else "
+        "requires LOYALTY_JWT_SECRET.",
+    ),
+    Setting(
+        "LOYALTY_JWT_SECRET",
+        "",
+        "HS256 secret the gateway verifies bearer tokens with (at least 32 bytes); required outside dev.",
+    ),
+    Setting(
+        "LOYALTY_JWKS_URL",
+        "",
+        "Optional JWKS URL of an identity provider: the gateway then also accepts its RS256 tokens (key by `kid`).",
+    ),
+    Setting(
+        "LOYALTY_JWT_AUDIENCE",
+        "",
+        "When set, tokens must carry this `aud`; when empty, tokens with an `aud` are refused.",
+    ),
     Setting("GRPC_BIND_HOST", "127.0.0.1", "Interface the gRPC servers listen on (`0.0.0.0` in a pod)."),
     Setting("GRPC_MAX_WORKERS", "16", "Threads serving RPCs per service."),
     Setting(

@@ -1,17 +1,22 @@
-"""`make run` as a user runs it: four real processes, health, demo data, a clean stop."""
+"""`make run` as a user runs it: four real service processes and the gateway, health, demo data,
+the printed tokens working against the HTTP API, a clean stop."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 
 from shared.launcher import health
@@ -29,6 +34,9 @@ def launcher_env(databases: Databases) -> dict[str, str]:
         env[f"{name.upper()}_TARGET"] = f"127.0.0.1:{port}"
         env[f"{name.upper()}_DATABASE_URL"] = databases.new(name)
     env["HEALTH_PROBE_INTERVAL_MS"] = "100"
+    env["GATEWAY_PORT"] = str(free_port())
+    env.pop("LOYALTY_ENV", None)
+    env.pop("LOYALTY_JWT_SECRET", None)
     return env
 
 
@@ -48,7 +56,8 @@ def wait_for_line(process: subprocess.Popen[str], text: str, seconds: int = 90) 
 
 @contextmanager
 def launched(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """`make run` as a user runs it; on leaving, Ctrl-C and wait for a clean exit."""
+    """`make run` as a user runs it; on leaving, Ctrl-C and wait for a clean exit. The banner is
+    read up to the printed tokens, which `tokens()` then finds in `process.banner`."""
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.launcher"],
         cwd=ROOT,
@@ -58,7 +67,9 @@ def launched(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
         text=True,
     )
     try:
-        wait_for_line(process, "Ctrl-C stops everything")
+        banner = wait_for_line(process, "Ctrl-C stops everything")
+        banner += wait_for_line(process, "/v1/wallet/top-ups")
+        process.banner = "".join(banner)  # type: ignore[attr-defined]
         yield process
     finally:
         process.send_signal(signal.SIGINT)
@@ -75,9 +86,48 @@ def demo_points(env: dict[str, str]) -> int:
     return balance.available
 
 
+def tokens(process: subprocess.Popen[str]) -> dict[str, str]:
+    banner: str = process.banner  # type: ignore[attr-defined]
+    found = {}
+    for line in banner.splitlines():
+        name, _, value = line.strip().partition("=")
+        if name in ("CUSTOMER_TOKEN", "OPERATOR_TOKEN"):
+            found[name] = value
+    return found
+
+
+def http_get(url: str, token: str) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases: Databases) -> None:
     env = launcher_env(databases)
-    with launched(env):
+    with launched(env) as process:
+        gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        assert 'curl -s -H "Authorization: Bearer ' in process.banner  # type: ignore[attr-defined]
+        printed = tokens(process)
+        assert http_get(f"{gateway}/v1/points", printed["CUSTOMER_TOKEN"]) == (
+            200,
+            {"available": 500, "pending": 0, "held": 0, "expiring": []},
+        )
+        assert http_get(f"{gateway}/v1/admin/earning-rules", printed["OPERATOR_TOKEN"])[0] == 200
+        code, body = http_get(f"{gateway}/v1/admin/earning-rules", printed["CUSTOMER_TOKEN"])
+        assert (code, body["reason"]) == (403, "OPERATOR_ROLE_REQUIRED")
+        quote = urllib.request.Request(
+            f"{gateway}/v1/checkout/quote",
+            data=json.dumps({"lines": [{"sku": "el-cable", "quantity": 2}], "points_to_use": 100}).encode(),
+            headers={"Authorization": f"Bearer {printed['CUSTOMER_TOKEN']}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(quote, timeout=10) as answer:
+            priced = json.loads(answer.read())
+        assert (priced["total_minor"], priced["points_applied"], priced["money_due_minor"]) == (99_800, 100, 89_800)
+        with urllib.request.urlopen(f"{gateway}/readyz", timeout=10) as ready:
+            assert json.loads(ready.read())["status"] == "ready"
         for name in SERVICES:
             assert health(env[f"{name.upper()}_TARGET"]) == "SERVING", name
         assert demo_points(env) == 500
@@ -90,9 +140,30 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
             check=False,
         )
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("SERVING") == 4
+        assert status.stdout.count("SERVING") == 5  # four services and the gateway
     for name in SERVICES:
         assert health(env[f"{name.upper()}_TARGET"], timeout_ms=500) == "UNAVAILABLE", name
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{env['GATEWAY_PORT']}/healthz", timeout=2)
+
+
+def demo_catalogue(env: dict[str, str]) -> dict[str, set[str]]:
+    from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+
+    with grpc.insecure_channel(env["CHECKOUT_TARGET"]) as channel:
+        products = (
+            checkout_pb2_grpc.CheckoutServiceStub(channel)
+            .ListProducts(checkout_pb2.ListProductsRequest(page_size=1000), timeout=5)
+            .products
+        )
+    categories: dict[str, set[str]] = {}
+    for product in products:
+        categories.setdefault(product.category, set()).add(product.sku)
+        if product.price.amount_minor == 100:
+            categories.setdefault("1 RUB", set()).add(product.sku)
+        if product.points_excluded:
+            categories.setdefault("no points", set()).add(product.sku)
+    return categories
 
 
 def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Databases) -> None:
@@ -100,6 +171,9 @@ def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Datab
     for _ in range(2):
         with launched(env):
             assert demo_points(env) == 500
+            catalogue = demo_catalogue(env)
+            assert sum(len(skus) for name, skus in catalogue.items() if name not in ("1 RUB", "no points")) >= 50
+            assert len(catalogue) - 2 >= 8 and catalogue["1 RUB"] and catalogue["no points"] == catalogue["gift-cards"]
 
 
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:

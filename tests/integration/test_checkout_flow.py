@@ -263,3 +263,42 @@ def test_orders_list_newest_first_with_paging_and_owner_checks(platform: Platfor
     assert platform.checkout.order(placed[0], customer="c-1").order_id == placed[0]
     bad = refused(lambda: api.ListOrders(pb.ListOrdersRequest(customer_id="c-1", page_token="junk")))
     assert bad.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_order_statistics_per_customer_over_a_period(platform: Platform, clock: ManualClock) -> None:
+    from shared.protoconv import to_timestamp
+
+    start = clock.now()
+    fund(platform, "s-1", money_minor=300_000, points=100)
+    fund(platform, "s-2", money_minor=100_000)
+    platform.checkout.place("s-1", ("kettle", 2), points=100)  # 1,000 RUB, 900 from the wallet
+    platform.checkout.place("s-1", ("pen", 1), method=CARD, token="tok_ok")
+    cancelled = platform.checkout.place("s-2", ("kettle", 1))
+    platform.checkout.cancel(cancelled.order_id)
+    end = clock.now() + timedelta(seconds=1)
+    api = platform.checkout.stub
+
+    def stats(*customers: str, page_size: int = 0, page_token: str = "") -> pb.ListOrderStatisticsResponse:
+        return api.ListOrderStatistics(
+            pb.ListOrderStatisticsRequest(
+                start_time=to_timestamp(start),
+                end_time=to_timestamp(end),
+                customer_ids=customers,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        )
+
+    every = stats().statistics
+    assert [row.customer_id for row in every] == ["s-1"]  # cancelled orders do not count
+    row = every[0]
+    assert (row.order_count, row.gmv.amount_minor, row.average_order_value.amount_minor) == (2, 100_100, 50_050)
+    assert (row.wallet_order_count, row.wallet_money_paid.amount_minor, row.points_applied) == (1, 90_000, 100)
+    asked = stats("s-2", "s-1", "nobody").statistics
+    assert [(r.customer_id, r.order_count) for r in asked] == [("nobody", 0), ("s-1", 2), ("s-2", 0)]
+    paged = stats("s-2", "s-1", "nobody", page_size=2)
+    assert len(paged.statistics) == 2 and paged.next_page_token
+    rest = stats("s-2", "s-1", "nobody", page_size=2, page_token=paged.next_page_token)
+    assert [r.customer_id for r in rest.statistics] == ["s-2"] and not rest.next_page_token
+    too_many = [f"c-{i}" for i in range(1001)]
+    assert refused(lambda: stats(*too_many)).reason == "TOO_MANY_CUSTOMERS"

@@ -104,8 +104,9 @@ def saga_state(order: OrderRow) -> SagaState:
     )
 
 
-def explanation_json(evaluation: promotions_pb2.OrderEvaluation) -> str:
+def explanation_json(evaluation: promotions_pb2.OrderEvaluation, extra: Sequence[earning_pb2.PointsAward] = ()) -> str:
     awards = [award for line in evaluation.lines for award in line.awards] + list(evaluation.order_awards)
+    awards += list(extra)
     return json.dumps([MessageToDict(award, preserving_proto_field_name=True) for award in awards])
 
 
@@ -279,7 +280,8 @@ class Orders:
             change(uow, order)
             now = self._clock.now()
             order.saga_at = now
-            order.lease_until = now + self.config.lease
+            if order.lease_owner:  # still driving: renew the lease (closing or pausing let it go)
+                order.lease_until = now + self.config.lease
             uow.session.add(order)
             uow.commit()
 
@@ -474,13 +476,21 @@ class Orders:
         )
 
         def accrued(uow: UnitOfWork, row: OrderRow) -> None:
+            # What the accrual paid replaces the quote's estimate; the promo code's reward (paid on
+            # confirmation, not by the accrual) is kept from the quote.
+            code = [a for a in explanation_of(row) if a.kind == earning_pb2.AWARD_KIND_PROMO_CODE]
             earned = {line.line_id: line.points for line in evaluation.lines}
+            for award in code:
+                if award.line_id:
+                    earned[award.line_id] = earned.get(award.line_id, 0) + award.points
             for line in CheckoutRepository(uow.session).lines(row.order_id):
                 line.points_to_earn = earned.get(line.sku, 0)
                 uow.session.add(line)
-            row.points_to_earn = evaluation.total_points
-            row.order_level_points = sum(award.points for award in evaluation.order_awards)
-            row.explanation = explanation_json(evaluation)
+            row.points_to_earn = evaluation.total_points + sum(award.points for award in code)
+            row.order_level_points = sum(award.points for award in evaluation.order_awards) + sum(
+                award.points for award in code if not award.line_id
+            )
+            row.explanation = explanation_json(evaluation, extra=code)
 
         return accrued
 

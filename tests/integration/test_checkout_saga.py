@@ -1,0 +1,299 @@
+"""The order saga under faults at every step: a peer refusing, a peer unavailable before or after
+it acted (a lost reply), and the Checkout process dying before or after a step; then a restart
+and recovery. Afterwards no points or money are held, nothing is charged twice, the promo code is
+either confirmed or released, and the order is PAID or FAILED accordingly. The last test kills a
+real Checkout process with SIGKILL after each step and restarts it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from loyalty.checkout.v1 import checkout_pb2 as pb
+from loyalty.promotions.v1 import promotions_pb2
+
+from shared.clock import ManualClock
+from shared.errors import FailedPrecondition, PeerUnavailable
+from tests.clients import refused, rid
+from tests.harness import Databases, Harness, free_port
+from tests.integration.checkout_support import (
+    CATALOGUE,
+    Balances,
+    CheckoutClient,
+    Platform,
+    fund,
+    start_platform,
+)
+from tests.integration.promotions_support import PromotionsClient
+
+STEPS = ["reserve-code", "hold-points", "hold-money", "capture-money", "capture-points", "confirm-code", "accrue"]
+AFTER_PAYMENT = {"confirm-code", "accrue"}
+MODES = ["refuse", "unavailable", "lost-reply", "crash-before", "crash-after"]
+MONEY, POINTS, CODE_POINTS = 100_000, 600, 50
+
+
+class Crash(Exception):
+    """Stands for the process dying mid-call: nothing after it runs, nothing is recorded."""
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    databases = Databases(tmp_path_factory.mktemp("saga"))
+    harness = Harness(databases, ManualClock())
+    try:
+        platform = start_platform(harness)
+        PromotionsClient(platform.services["promotions"].channel()).create_code("SAGA50", fixed_points=CODE_POINTS)
+        yield platform
+    finally:
+        harness.close()
+        databases.drop_all()
+
+
+def inject(platform: Platform, suffix: str, mode: str) -> Callable[[], None]:
+    """Make the Checkout's next call whose request id ends with `:suffix` fail as `mode`."""
+    peers = platform.services["checkout"].app.runtime.peers
+    original = peers.call
+    fired: list[bool] = []
+
+    def call(method: Any, request: Any, **kwargs: Any) -> Any:
+        if fired or not getattr(request, "request_id", "").endswith(f":{suffix}"):
+            return original(method, request, **kwargs)
+        fired.append(True)
+        if mode == "refuse":
+            raise FailedPrecondition("INJECTED_REFUSAL", f"{suffix} refused by the test")
+        if mode == "unavailable":
+            raise PeerUnavailable("UNAVAILABLE", "peer down (injected)")
+        if mode == "crash-before":
+            raise Crash(suffix)
+        original(method, request, **kwargs)
+        if mode == "lost-reply":
+            raise PeerUnavailable("DEADLINE_EXCEEDED", "the reply was lost (injected)")
+        raise Crash(suffix)
+
+    peers.call = call  # type: ignore[method-assign]
+
+    def undo() -> None:
+        peers.call = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def settle(platform: Platform, clock: ManualClock) -> None:
+    """Time passes beyond the saga lease, recovery runs, the outboxes drain."""
+    clock.advance(timedelta(seconds=61))
+    platform.checkout.recover()
+    platform.deliver_outboxes()
+
+
+def code_uses(platform: Platform) -> int:
+    stub = PromotionsClient(platform.services["promotions"].channel()).stub
+    return stub.GetPromoCode(promotions_pb2.GetPromoCodeRequest(code="SAGA50")).promo_code.used_count
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("step", STEPS)
+def test_a_fault_at_each_step_leaves_nothing_held_and_nothing_charged_twice(
+    platform: Platform, step: str, mode: str
+) -> None:
+    clock = platform.harness.clock
+    customer = f"saga-{step}-{mode}"
+    fund(platform, customer, money_minor=MONEY, points=POINTS)
+    used_before = code_uses(platform)
+    undo = inject(platform, step, mode)
+    request_id = rid()
+
+    def place() -> pb.Order:
+        return platform.checkout.place(customer, ("kettle", 2), points=POINTS, code="SAGA50", request_id=request_id)
+
+    try:
+        if mode == "refuse" and step not in AFTER_PAYMENT:
+            assert refused(place).reason == "INJECTED_REFUSAL"
+        elif mode.startswith("crash"):
+            with pytest.raises(grpc.RpcError):
+                place()
+            platform.restart_checkout()  # the process comes back
+        else:
+            answer = place()
+            expected = pb.ORDER_STATUS_PENDING if mode != "refuse" else pb.ORDER_STATUS_PAID
+            if step in AFTER_PAYMENT:
+                expected = pb.ORDER_STATUS_PAID
+            assert answer.status == expected
+    finally:
+        undo()
+    settle(platform, clock)
+
+    orders = platform.checkout.stub.ListOrders(pb.ListOrdersRequest(customer_id=customer)).orders
+    assert len(orders) == 1, "one request, one order"
+    order = orders[0]
+    balances = platform.balances(customer)
+    assert (balances.wallet_held, balances.points_held) == (0, 0), "nothing may stay held"
+    failed = mode == "refuse" and step not in AFTER_PAYMENT
+    if failed:
+        assert order.status == pb.ORDER_STATUS_FAILED and order.failure_reason == "INJECTED_REFUSAL"
+        assert balances == Balances(MONEY, 0, POINTS, 0, 0)
+        assert code_uses(platform) == used_before
+        return
+    assert order.status == pb.ORDER_STATUS_PAID
+    money_paid = 2 * 50000 - POINTS * 100
+    assert order.money_paid.amount_minor == money_paid
+    assert (balances.wallet, balances.available) == (MONEY - money_paid, 0), "charged exactly once"
+    code_confirmed = not (mode == "refuse" and step == "confirm-code")
+    accrued = not (mode == "refuse" and step == "accrue")
+    assert code_uses(platform) == used_before + int(code_confirmed)
+    purchase = sum(line.points_to_earn for line in order.lines)  # the fixed code reward is order-level
+    assert purchase > 0
+    if accrued:
+        assert order.points_to_earn == purchase + CODE_POINTS
+    expected_pending = (purchase if accrued else 0) + (CODE_POINTS if code_confirmed else 0)
+    assert balances.pending == expected_pending
+
+
+def test_recovery_compensates_an_order_it_cannot_finish_in_time(platform: Platform) -> None:
+    clock = platform.harness.clock
+    fund(platform, "saga-timeout", money_minor=MONEY, points=POINTS)
+    undo = inject(platform, "capture-money", "unavailable")
+    try:
+        assert platform.checkout.place("saga-timeout", ("kettle", 2), points=POINTS).status == pb.ORDER_STATUS_PENDING
+    finally:
+        undo()
+    # The peer stays down past the saga timeout: the next recovery gives up and compensates.
+    undo = inject(platform, "capture-money", "unavailable")
+    clock.advance(timedelta(seconds=601))
+    try:
+        result = platform.checkout.recover()
+    finally:
+        undo()
+    assert (result.examined, result.compensated) == (1, 1)
+    order = platform.checkout.stub.ListOrders(pb.ListOrdersRequest(customer_id="saga-timeout")).orders[0]
+    assert order.status == pb.ORDER_STATUS_FAILED and order.failure_reason == "SAGA_TIMEOUT"
+    assert platform.balances("saga-timeout") == Balances(MONEY, 0, POINTS, 0, 0)
+
+
+@pytest.mark.parametrize("step", ["reserve-code", "hold-points", "hold-money"])
+def test_compensation_undoes_what_a_crash_left_unrecorded(platform: Platform, step: str) -> None:
+    """The process died right after a peer made a hold (or reservation) and before the order
+    recorded it; recovery later has to compensate (the saga timed out), and must find that hold
+    by replaying the call with the same request id, and release it."""
+    clock = platform.harness.clock
+    customer = f"saga-unrecorded-{step}"
+    fund(platform, customer, money_minor=MONEY, points=POINTS)
+    used_before = code_uses(platform)
+    promotions = PromotionsClient(platform.services["promotions"].channel())
+    reserved_before = promotions.code("SAGA50").reserved_count
+    undo = inject(platform, step, "crash-after")
+    try:
+        with pytest.raises(grpc.RpcError):
+            platform.checkout.place(customer, ("kettle", 2), points=POINTS, code="SAGA50")
+    finally:
+        undo()
+    platform.restart_checkout()
+    clock.advance(timedelta(seconds=601))  # past the saga timeout: compensate, do not resume
+    assert platform.checkout.recover().compensated == 1
+    order = platform.checkout.stub.ListOrders(pb.ListOrdersRequest(customer_id=customer)).orders[0]
+    assert order.status == pb.ORDER_STATUS_FAILED and order.failure_reason == "SAGA_TIMEOUT"
+    assert platform.balances(customer) == Balances(MONEY, 0, POINTS, 0, 0)
+    assert code_uses(platform) == used_before
+    assert promotions.code("SAGA50").reserved_count == reserved_before
+
+
+def test_cancelling_an_order_still_pending_compensates_it(platform: Platform) -> None:
+    fund(platform, "saga-cancel", money_minor=MONEY, points=POINTS)
+    undo = inject(platform, "capture-points", "unavailable")
+    try:
+        order = platform.checkout.place("saga-cancel", ("kettle", 2), points=POINTS)
+    finally:
+        undo()
+    assert order.status == pb.ORDER_STATUS_PENDING
+    cancelled = platform.checkout.cancel(order.order_id, reason="too slow")
+    assert cancelled.status == pb.ORDER_STATUS_FAILED and cancelled.failure_reason == "ORDER_CANCELLED"
+    assert platform.balances("saga-cancel") == Balances(MONEY, 0, POINTS, 0, 0)  # money refunded, points back
+
+
+# --- a real process, killed ---------------------------------------------------------------------
+
+
+def _start_checkout(platform: Platform, database_url: str, port: int, failpoint: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHECKOUT_PORT": str(port),
+            "CHECKOUT_DATABASE_URL": database_url,
+            "POINTS_TARGET": platform.services["points"].target,
+            "WALLET_TARGET": platform.services["wallet"].target,
+            "PROMOTIONS_TARGET": platform.services["promotions"].target,
+            "CHECKOUT_SAGA_LEASE_SECONDS": "1",
+            "CHECKOUT_RECOVERY_STUCK_SECONDS": "0",
+            "CHECKOUT_RECOVERY_INTERVAL_SECONDS": "1",
+            "OUTBOX_POLL_INTERVAL_MS": "100",
+            "LOG_LEVEL": "WARNING",
+            "OTEL_TRACES_EXPORTER": "none",
+            "FAILPOINTS": failpoint,
+        }
+    )
+    process = subprocess.Popen([sys.executable, "-m", "services.checkout"], env=env, cwd=Path(__file__).parents[2])
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    channel.close()
+    return process
+
+
+def _wait(check: Callable[[], bool], seconds: float = 30) -> None:
+    end = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError("the order was not recovered in time")
+        time.sleep(0.2)
+
+
+def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platform: Platform, tmp_path: Path) -> None:
+    databases = Databases(tmp_path)
+    database_url = databases.new("checkout")
+    port = free_port()
+    try:
+        for step in ["RESERVE_CODE", "HOLD_POINTS", "HOLD_MONEY", "CAPTURE_MONEY", "CAPTURE_POINTS", "MARK_PAID"]:
+            customer = f"killed-{step}"
+            fund(platform, customer, money_minor=MONEY, points=POINTS)
+            process = _start_checkout(platform, database_url, port, f"checkout.saga.after.{step}")
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            client = CheckoutClient(channel)
+            for sku, (title, category, price) in CATALOGUE.items():
+                client.upsert(sku, title, category, price)
+            with pytest.raises(grpc.RpcError) as died:
+                client.place(customer, ("kettle", 2), points=POINTS, code="SAGA50")
+            assert died.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN)
+            assert process.wait(timeout=10) == -signal.SIGKILL
+            channel.close()
+
+            process = _start_checkout(platform, database_url, port, "")  # restart: recovery runs at start-up
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            client = CheckoutClient(channel)
+
+            def recovered(customer: str = customer, client: CheckoutClient = client) -> bool:
+                orders = client.stub.ListOrders(pb.ListOrdersRequest(customer_id=customer)).orders
+                platform.deliver_outboxes()
+                balances = platform.balances(customer)
+                return (
+                    len(orders) == 1
+                    and orders[0].status == pb.ORDER_STATUS_PAID
+                    and balances.wallet_held == 0
+                    and balances.points_held == 0
+                    and balances.pending > 0
+                )
+
+            _wait(recovered)
+            balances = platform.balances(customer)
+            assert (balances.wallet, balances.available) == (MONEY - (2 * 50000 - POINTS * 100), 0), step
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+            channel.close()
+    finally:
+        databases.drop_all()
