@@ -8,16 +8,14 @@ from pathlib import Path
 import grpc
 from loyalty.promotions.v1 import experiments_pb2_grpc, promotions_pb2_grpc
 
+from services.promotions.adapters.statistics_peers import PeerStatistics
 from services.promotions.adapters.tables import runtime_tables
 from services.promotions.domain.mechanics import InterestBasis, default_interest
 from services.promotions.domain.profile_actions import ProfileRewards
-from services.promotions.entrypoints.grpc_api import (
-    EXPERIMENTS_SERVICE_NAME,
-    SERVICE_NAME,
-    ExperimentsServicer,
-    PromotionsServicer,
-)
+from services.promotions.entrypoints.experiments_api import ExperimentsServicer
+from services.promotions.entrypoints.grpc_api import EXPERIMENTS_SERVICE_NAME, SERVICE_NAME, PromotionsServicer
 from services.promotions.service_layer.catalogue import Catalogue
+from services.promotions.service_layer.experiments import Experiments
 from services.promotions.service_layer.mechanics import Mechanics
 from services.promotions.service_layer.orders import Orders
 from services.promotions.service_layer.profile_rewards import ProfileRewardsService
@@ -65,7 +63,12 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         relay=runtime.relay,
     )
 
-    experiments = ExperimentsServicer()  # type: ignore[abstract]  # answers UNIMPLEMENTED until issue #8
+    experiments = ExperimentsServicer(
+        database=runtime.db,
+        clock=runtime.clock,
+        experiments=Experiments(runtime.db, mechanics, PeerStatistics(runtime.peers), runtime.clock),
+        idempotency=runtime.idempotency,
+    )
 
     def register(server: grpc.Server) -> None:
         promotions_pb2_grpc.add_PromotionsServiceServicer_to_server(servicer, server)

@@ -76,9 +76,13 @@ class CampaignCustomer(PromotionsTable, table=True):
 
 
 class CustomerFeaturesRow(PromotionsTable, table=True):
-    __tablename__ = "customer_features"
+    """Features of a customer over a look-back window ending at as_of; one row per customer and
+    as_of (imports and computations upsert on that key). The latest as_of is the one in use."""
 
-    customer_id: str = Field(primary_key=True, max_length=64)
+    __tablename__ = "customer_features"
+    __table_args__ = (PrimaryKeyConstraint("customer_id", "as_of", name="pk_customer_features"),)
+
+    customer_id: str = Field(max_length=64)
     average_order_value_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
     order_count: int = Field(sa_column=Column(BigInteger, nullable=False))
     lookback_days: int = Field(sa_column=Column(Integer, nullable=False))
@@ -168,6 +172,50 @@ class DefaultMechanicRow(PromotionsTable, table=True):
     operator_id: str = Field(max_length=64)
     experiment_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class ExperimentRow(PromotionsTable, table=True):
+    """An experiment. Strata, eligibility, variants (with their mechanics) and the drawn sample's
+    per-stratum summary are JSON: they are read and written whole."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (Index("ix_experiments_listing", "created_at", "experiment_id"),)
+
+    experiment_id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=200)
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    lookback_days: int = Field(sa_column=Column(Integer, nullable=False))
+    strata: str = Field(sa_column=Column(Text, nullable=False))
+    eligibility: str = Field(sa_column=Column(Text, nullable=False))
+    sample_size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    variants: str = Field(sa_column=Column(Text, nullable=False))
+    salt: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    start_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    end_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    # When participants went back to the default (ended) or the rollout took over; None while running.
+    stopped_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime, nullable=True))
+    eligible_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sampled_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    draw_summary: str = Field(sa_column=Column(Text, nullable=False))
+    rolled_out_variant_id: str = Field(max_length=64)
+    end_reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
+
+
+class AssignmentRow(PromotionsTable, table=True):
+    __tablename__ = "experiment_assignments"
+    __table_args__ = (
+        PrimaryKeyConstraint("experiment_id", "customer_id", name="pk_experiment_assignments"),
+        Index("ix_experiment_assignments_customer", "customer_id"),
+    )
+
+    experiment_id: str = Field(max_length=36)
+    customer_id: str = Field(max_length=64)
+    variant_id: str = Field(max_length=64)
+    stratum: str = Field(max_length=100)
+    assigned_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
 
 
 metadata = PromotionsTable.metadata

@@ -1,9 +1,9 @@
 """Wallet mechanics as Promotions hands them out: interest (APR, balance basis) or cashback tiers.
 
 The default for a customer in no experiment is interest at 12 % a year on the average daily
-balance (configurable, and changed over time by SetDefaultMechanic). Experiments (a later issue)
-assign a variant's mechanic to its participants; `service_layer.mechanics.Mechanics.mechanic_for`
-is where that look-up will go.
+balance (configurable, and changed over time by SetDefaultMechanic). Experiments assign a
+variant's mechanic to their participants; `service_layer.mechanics.Mechanics.mechanics_for` looks
+it up.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A feature condition holds when every bound that is set holds: lower bounds inclusive, upper
 bounds exclusive, booleans equal. An empty condition matches everyone. A customer with no
-features on record matches only the empty condition (features are imported or computed by the
-experiments issue; until then they are rows in `customer_features`).
+features on record matches only the empty condition (features are the customer's latest row in
+`customer_features`, imported or computed through ExperimentsService).
 """
 
 from __future__ import annotations

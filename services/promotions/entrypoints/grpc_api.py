@@ -10,7 +10,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 from loyalty.common.v1 import payment_pb2
-from loyalty.promotions.v1 import experiments_pb2, experiments_pb2_grpc, promotions_pb2, promotions_pb2_grpc
+from loyalty.promotions.v1 import experiments_pb2, promotions_pb2, promotions_pb2_grpc
 
 from services.promotions.adapters.tables import CampaignRow, EarningRuleRow, PromoCodeRow
 from services.promotions.domain.catalogue import CampaignSpec, CodeSpec, RuleSpec, normalise_code
@@ -504,8 +504,3 @@ def replace_type(message: promotions_pb2.EarningRule, current: RuleSpec) -> prom
     copy.CopyFrom(message)
     copy.type = enum_to_proto(promotions_pb2.EarningRuleType, current.type)
     return copy
-
-
-class ExperimentsServicer(experiments_pb2_grpc.ExperimentsServiceServicer):
-    """Served by the Promotions process on its database; every RPC is UNIMPLEMENTED until the
-    experiments issue lands."""

@@ -13,7 +13,13 @@ from sqlalchemy import and_, delete, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.promotions.adapters.tables import CampaignCustomer, CampaignRow, EarningRuleRow, PromoCodeRow
+from services.promotions.adapters.tables import (
+    CampaignCustomer,
+    CampaignRow,
+    EarningRuleRow,
+    ExperimentRow,
+    PromoCodeRow,
+)
 from services.promotions.domain.catalogue import (
     CampaignSpec,
     CodeSpec,
@@ -32,7 +38,7 @@ from shared.db import UnitOfWork
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.pagination import decode_token, encode_token
 
-Row = TypeVar("Row", EarningRuleRow, CampaignRow, PromoCodeRow)
+Row = TypeVar("Row", EarningRuleRow, CampaignRow, PromoCodeRow, ExperimentRow)
 CHUNK = 500
 
 

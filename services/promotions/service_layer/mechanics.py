@@ -5,9 +5,11 @@ daily balance unless PROMOTIONS_DEFAULT_APR_BPS / PROMOTIONS_DEFAULT_INTEREST_BA
 otherwise) until an operator sets another with SetDefaultMechanic. Each set is a row effective
 from its time, so past months keep the mechanic then in force.
 
-`mechanic_for` is the one place that decides a customer's mechanic. Today it is the default for
-everyone; the experiments issue adds "the variant's mechanic for a participant of a running
-experiment" there, and nothing else has to change.
+`mechanic_for` / `mechanics_for` are the one place that decides a customer's mechanic: the
+variant's mechanic for a participant of an experiment in force at that instant (started, and not
+yet ended or rolled out; control gets the default of that instant), the default for everyone else.
+Experiments keep their assignments and their start and stop times, so a past month is answered
+with the mechanic then in force.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
-from services.promotions.adapters.tables import DefaultMechanicRow
+from services.promotions.adapters.experiment_records import variants_of
+from services.promotions.adapters.tables import AssignmentRow, DefaultMechanicRow, ExperimentRow
 from services.promotions.domain.mechanics import (
     Cashback,
     Interest,
@@ -49,7 +52,7 @@ class DefaultInForce:
 class CustomerMechanic:
     customer_id: str
     mechanic: Mechanic
-    origin: str  # "DEFAULT" (or "EXPERIMENT" once experiments land)
+    origin: str  # "DEFAULT" or "EXPERIMENT"
     experiment_id: str = ""
     variant_id: str = ""
 
@@ -78,8 +81,7 @@ class Mechanics:
         return DefaultInForce(mechanic_of(row), row.effective_at, row.experiment_id)
 
     def mechanic_for(self, uow: UnitOfWork, customer_id: str, at: datetime) -> CustomerMechanic:
-        """The seam for experiments: a participant's variant mechanic goes here."""
-        return CustomerMechanic(customer_id, self.default_at(uow, at).mechanic, "DEFAULT")
+        return self.mechanics_for(uow, [customer_id], at)[0]
 
     def mechanics_for(self, uow: UnitOfWork, customer_ids: Sequence[str], at: datetime) -> list[CustomerMechanic]:
         if not customer_ids:
@@ -89,10 +91,53 @@ class Mechanics:
         for customer_id in customer_ids:
             validate_customer_id(customer_id)
         default = self.default_at(uow, at).mechanic
-        return [CustomerMechanic(c, default, "DEFAULT") for c in customer_ids]
+        in_force = self._participations(uow, customer_ids, at)
+        found: list[CustomerMechanic] = []
+        for customer_id in customer_ids:
+            participation = in_force.get(customer_id)
+            if participation is None:
+                found.append(CustomerMechanic(customer_id, default, "DEFAULT"))
+                continue
+            experiment_id, variant_id, mechanic = participation
+            found.append(CustomerMechanic(customer_id, mechanic or default, "EXPERIMENT", experiment_id, variant_id))
+        return found
+
+    @staticmethod
+    def _participations(
+        uow: UnitOfWork, customer_ids: Sequence[str], at: datetime
+    ) -> dict[str, tuple[str, str, Mechanic | None]]:
+        """customer -> (experiment, variant, the variant's mechanic or None for control), for the
+        experiments in force at `at`. A customer is in at most one experiment at a time (the draw
+        skips customers of sampled and running experiments); should two overlap, the later start wins."""
+        rows = uow.session.exec(
+            select(
+                AssignmentRow.customer_id, AssignmentRow.variant_id, ExperimentRow.experiment_id, ExperimentRow.variants
+            )
+            .join(ExperimentRow, col(ExperimentRow.experiment_id) == col(AssignmentRow.experiment_id))
+            .where(
+                col(AssignmentRow.customer_id).in_(list(set(customer_ids))),
+                col(ExperimentRow.start_at) <= at,
+                or_(col(ExperimentRow.stopped_at).is_(None), col(ExperimentRow.stopped_at) > at),
+            )
+            .order_by(col(ExperimentRow.start_at))
+        ).all()
+        parsed: dict[str, dict[str, Mechanic | None]] = {}
+        found: dict[str, tuple[str, str, Mechanic | None]] = {}
+        for customer_id, variant_id, experiment_id, variants in rows:
+            if experiment_id not in parsed:
+                parsed[experiment_id] = {v.variant_id: v.mechanic for v in variants_of(variants)}
+            found[customer_id] = (experiment_id, variant_id, parsed[experiment_id].get(variant_id))
+        return found
 
     def set_default(
-        self, uow: UnitOfWork, mechanic: Mechanic, effective_at: datetime | None, reason: str, operator_id: str
+        self,
+        uow: UnitOfWork,
+        mechanic: Mechanic,
+        effective_at: datetime | None,
+        reason: str,
+        operator_id: str,
+        *,
+        experiment_id: str = "",
     ) -> DefaultMechanicRow:
         now = self._clock.now()
         if not reason.strip():
@@ -120,7 +165,7 @@ class Mechanics:
             monthly_cap_points=mechanic.kind.monthly_cap_points if isinstance(mechanic.kind, Cashback) else 0,
             reason=reason,
             operator_id=operator_id,
-            experiment_id="",
+            experiment_id=experiment_id,
             created_at=now,
         )
         uow.session.add(row)

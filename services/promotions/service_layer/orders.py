@@ -259,7 +259,12 @@ def offer(row: CampaignRow) -> CampaignOffer:
 
 
 def _features(uow: UnitOfWork, customer_id: str) -> Features | None:
-    row = uow.session.exec(select(CustomerFeaturesRow).where(CustomerFeaturesRow.customer_id == customer_id)).first()
+    row = uow.session.exec(
+        select(CustomerFeaturesRow)
+        .where(CustomerFeaturesRow.customer_id == customer_id)
+        .order_by(col(CustomerFeaturesRow.as_of).desc())
+        .limit(1)
+    ).first()
     if row is None:
         return None
     return Features(

@@ -181,7 +181,8 @@ class ExperimentsServiceServicer:
         variants with their mechanics and weights, salt.
         Reasons: CONTROL_VARIANT_REQUIRED (exactly one control), DUPLICATE_VARIANT_ID,
         VARIANT_WEIGHT_INVALID, VARIANT_MECHANIC_REQUIRED, MECHANIC_APR_OUT_OF_RANGE,
-        SAMPLE_SIZE_INVALID, SALT_REQUIRED.
+        INVALID_CASHBACK_TIERS, MECHANIC_VARIANT_REQUIRED (a control and at least one mechanic variant),
+        STRATA_EDGES_INVALID (edges strictly ascending), SAMPLE_SIZE_INVALID, SALT_REQUIRED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,7 +219,7 @@ class ExperimentsServiceServicer:
     def StartExperiment(self, request, context):
         """Operator: starts a sampled experiment (SAMPLED -> RUNNING): from start_time the mechanic
         look-up gives participants their variant's mechanic.
-        Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START.
+        Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START, START_TIME_IN_PAST.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -245,7 +246,8 @@ class ExperimentsServiceServicer:
         against control, the metrics that decide a winner with Welch confidence intervals and
         p-values, the sample-ratio-mismatch check (chi-square), the points cost of each extra rouble
         of balance, and a recommendation with the rule it used. Read-only.
-        Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED.
+        Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED, CONFIDENCE_LEVEL_INVALID (5000 to
+        9990 bps), INVALID_PERIOD (end not after start).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

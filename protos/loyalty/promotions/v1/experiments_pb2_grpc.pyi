@@ -77,7 +77,8 @@ class ExperimentsServiceStub:
     variants with their mechanics and weights, salt.
     Reasons: CONTROL_VARIANT_REQUIRED (exactly one control), DUPLICATE_VARIANT_ID,
     VARIANT_WEIGHT_INVALID, VARIANT_MECHANIC_REQUIRED, MECHANIC_APR_OUT_OF_RANGE,
-    SAMPLE_SIZE_INVALID, SALT_REQUIRED.
+    INVALID_CASHBACK_TIERS, MECHANIC_VARIANT_REQUIRED (a control and at least one mechanic variant),
+    STRATA_EDGES_INVALID (edges strictly ascending), SAMPLE_SIZE_INVALID, SALT_REQUIRED.
     """
     GetExperiment: _grpc.UnaryUnaryMultiCallable[_experiments_pb2.GetExperimentRequest, _experiments_pb2.GetExperimentResponse]
     """Operator: returns one experiment.
@@ -98,7 +99,7 @@ class ExperimentsServiceStub:
     StartExperiment: _grpc.UnaryUnaryMultiCallable[_experiments_pb2.StartExperimentRequest, _experiments_pb2.StartExperimentResponse]
     """Operator: starts a sampled experiment (SAMPLED -> RUNNING): from start_time the mechanic
     look-up gives participants their variant's mechanic.
-    Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START.
+    Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START, START_TIME_IN_PAST.
     """
     GetAssignment: _grpc.UnaryUnaryMultiCallable[_experiments_pb2.GetAssignmentRequest, _experiments_pb2.GetAssignmentResponse]
     """Operator: returns a customer's assignment in an experiment.
@@ -113,7 +114,8 @@ class ExperimentsServiceStub:
     against control, the metrics that decide a winner with Welch confidence intervals and
     p-values, the sample-ratio-mismatch check (chi-square), the points cost of each extra rouble
     of balance, and a recommendation with the rule it used. Read-only.
-    Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED.
+    Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED, CONFIDENCE_LEVEL_INVALID (5000 to
+    9990 bps), INVALID_PERIOD (end not after start).
     """
     RolloutExperiment: _grpc.UnaryUnaryMultiCallable[_experiments_pb2.RolloutExperimentRequest, _experiments_pb2.RolloutExperimentResponse]
     """Operator: rolls a variant's mechanic out to everyone: it becomes the default mechanic from
@@ -176,7 +178,8 @@ class ExperimentsServiceAsyncStub(ExperimentsServiceStub):
     variants with their mechanics and weights, salt.
     Reasons: CONTROL_VARIANT_REQUIRED (exactly one control), DUPLICATE_VARIANT_ID,
     VARIANT_WEIGHT_INVALID, VARIANT_MECHANIC_REQUIRED, MECHANIC_APR_OUT_OF_RANGE,
-    SAMPLE_SIZE_INVALID, SALT_REQUIRED.
+    INVALID_CASHBACK_TIERS, MECHANIC_VARIANT_REQUIRED (a control and at least one mechanic variant),
+    STRATA_EDGES_INVALID (edges strictly ascending), SAMPLE_SIZE_INVALID, SALT_REQUIRED.
     """
     GetExperiment: _aio.UnaryUnaryMultiCallable[_experiments_pb2.GetExperimentRequest, _experiments_pb2.GetExperimentResponse]  # type: ignore[assignment]
     """Operator: returns one experiment.
@@ -197,7 +200,7 @@ class ExperimentsServiceAsyncStub(ExperimentsServiceStub):
     StartExperiment: _aio.UnaryUnaryMultiCallable[_experiments_pb2.StartExperimentRequest, _experiments_pb2.StartExperimentResponse]  # type: ignore[assignment]
     """Operator: starts a sampled experiment (SAMPLED -> RUNNING): from start_time the mechanic
     look-up gives participants their variant's mechanic.
-    Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START.
+    Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START, START_TIME_IN_PAST.
     """
     GetAssignment: _aio.UnaryUnaryMultiCallable[_experiments_pb2.GetAssignmentRequest, _experiments_pb2.GetAssignmentResponse]  # type: ignore[assignment]
     """Operator: returns a customer's assignment in an experiment.
@@ -212,7 +215,8 @@ class ExperimentsServiceAsyncStub(ExperimentsServiceStub):
     against control, the metrics that decide a winner with Welch confidence intervals and
     p-values, the sample-ratio-mismatch check (chi-square), the points cost of each extra rouble
     of balance, and a recommendation with the rule it used. Read-only.
-    Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED.
+    Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED, CONFIDENCE_LEVEL_INVALID (5000 to
+    9990 bps), INVALID_PERIOD (end not after start).
     """
     RolloutExperiment: _aio.UnaryUnaryMultiCallable[_experiments_pb2.RolloutExperimentRequest, _experiments_pb2.RolloutExperimentResponse]  # type: ignore[assignment]
     """Operator: rolls a variant's mechanic out to everyone: it becomes the default mechanic from
@@ -296,7 +300,8 @@ class ExperimentsServiceServicer(metaclass=_abc_1.ABCMeta):
         variants with their mechanics and weights, salt.
         Reasons: CONTROL_VARIANT_REQUIRED (exactly one control), DUPLICATE_VARIANT_ID,
         VARIANT_WEIGHT_INVALID, VARIANT_MECHANIC_REQUIRED, MECHANIC_APR_OUT_OF_RANGE,
-        SAMPLE_SIZE_INVALID, SALT_REQUIRED.
+        INVALID_CASHBACK_TIERS, MECHANIC_VARIANT_REQUIRED (a control and at least one mechanic variant),
+        STRATA_EDGES_INVALID (edges strictly ascending), SAMPLE_SIZE_INVALID, SALT_REQUIRED.
         """
 
     @_abc_1.abstractmethod
@@ -341,7 +346,7 @@ class ExperimentsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_experiments_pb2.StartExperimentResponse, _abc.Awaitable[_experiments_pb2.StartExperimentResponse]]:
         """Operator: starts a sampled experiment (SAMPLED -> RUNNING): from start_time the mechanic
         look-up gives participants their variant's mechanic.
-        Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START.
+        Reasons: EXPERIMENT_NOT_SAMPLED, WINDOW_ENDS_BEFORE_START, START_TIME_IN_PAST.
         """
 
     @_abc_1.abstractmethod
@@ -374,7 +379,8 @@ class ExperimentsServiceServicer(metaclass=_abc_1.ABCMeta):
         against control, the metrics that decide a winner with Welch confidence intervals and
         p-values, the sample-ratio-mismatch check (chi-square), the points cost of each extra rouble
         of balance, and a recommendation with the rule it used. Read-only.
-        Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED.
+        Reasons: EXPERIMENT_NOT_FOUND, EXPERIMENT_NOT_STARTED, CONFIDENCE_LEVEL_INVALID (5000 to
+        9990 bps), INVALID_PERIOD (end not after start).
         """
 
     @_abc_1.abstractmethod
