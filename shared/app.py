@@ -57,7 +57,7 @@ class Runtime:
         telemetry: Telemetry | None = None,
     ) -> Runtime:
         clock = clock or SystemClock()
-        telemetry = telemetry or Telemetry(settings.service)
+        telemetry = telemetry or Telemetry(settings.service, environ=settings.env.values)
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         telemetry.instrument_engine(db.engine)
         peers = Peers(
@@ -76,7 +76,9 @@ class Runtime:
             poll_interval_ms=settings.outbox_poll_interval_ms,
             max_backoff_ms=settings.outbox_max_backoff_ms,
             tracer=telemetry.tracer,
+            metrics=telemetry.metrics,
         )
+        telemetry.metrics.observe_outbox(lambda: outbox.backlog(db))
         return cls(
             settings=settings,
             clock=clock,
@@ -113,6 +115,7 @@ class ServiceApp:
             readiness_probe=runtime.db.ping,
             probe_interval_ms=settings.health_probe_interval_ms,
             interceptors=[runtime.telemetry.server_interceptor()],
+            inner_interceptors=[runtime.telemetry.rpc_interceptor()],
         )
         register(self.server.server)
         self._stopped = threading.Event()
@@ -126,6 +129,7 @@ class ServiceApp:
         if self.runtime.settings.auto_migrate:
             self.migrate()
         port = self.server.start()
+        self.runtime.telemetry.serve_metrics(self.runtime.settings.bind_host)
         if relay:
             self.runtime.relay.start()
         return port

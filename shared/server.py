@@ -97,7 +97,10 @@ class GrpcServer:
         readiness_probe: Callable[[], bool],
         probe_interval_ms: int = 1000,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        inner_interceptors: Sequence[grpc.ServerInterceptor] = (),
     ) -> None:
+        """`interceptors` run outside the domain-error mapping (the server span), and
+        `inner_interceptors` inside it, where a handler's `DomainError` is still an exception."""
         self.name = name
         self._address = f"{bind_host}:{port}"
         self._service_names = list(service_names)
@@ -105,7 +108,7 @@ class GrpcServer:
         self._probe_interval = probe_interval_ms / 1000
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[*interceptors, DomainErrorInterceptor()],
+            interceptors=[*interceptors, DomainErrorInterceptor(), *inner_interceptors],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             # Never share a port silently with another process.
             options=[("grpc.so_reuseport", 0)],

@@ -135,6 +135,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317", "OTLP/gRPC collector endpoint."),
     Setting("OTEL_TRACES_SAMPLER", "parentbased_always_on", "Standard OpenTelemetry sampler name."),
+    Setting("OTEL_TRACES_SAMPLER_ARG", "1.0", "Ratio of the `traceidratio` samplers, between 0 and 1."),
+    Setting(
+        "OTEL_METRICS_EXPORTER",
+        "none",
+        "`otlp` (push to OTEL_EXPORTER_OTLP_ENDPOINT), `console` or `none`; the Prometheus endpoint is METRICS_PORT.",
+    ),
+    Setting(
+        "METRICS_PORT",
+        "",
+        "Port of the Prometheus scrape endpoint `/metrics` of a service (empty or 0: none); `9464` in a pod.",
+    ),
+    Setting(
+        "JOB_NAME",
+        "",
+        "`python -m shared.jobs`: the Job's name, set by the CronJob; its schedule suffix keys the run's request id.",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}

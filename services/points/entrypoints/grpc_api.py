@@ -20,6 +20,7 @@ from services.points.service_layer.ledger import HoldView, Ledger
 from shared.db import UnitOfWork
 from shared.errors import DomainError, InvalidArgument
 from shared.idempotency import Idempotency
+from shared.metrics import Metrics
 from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
 
 R = TypeVar("R", bound=Message)
@@ -118,9 +119,10 @@ def optional_ttl(request: points_pb2.HoldPointsRequest) -> timedelta | None:
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, ledger: Ledger, idempotency: Idempotency) -> None:
+    def __init__(self, ledger: Ledger, idempotency: Idempotency, metrics: Metrics | None = None) -> None:
         self._ledger = ledger
         self._idempotency = idempotency
+        self._metrics = metrics or Metrics.noop()
 
     def _run(self, method: str, request: Message, response: type[R], effect: Callable[[UnitOfWork], R]) -> R:
         return self._idempotency.run(f"PointsService/{method}", request, response, effect)
@@ -133,7 +135,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
 
     def _credit_effect(self, credit: CreditRequest) -> Callable[[UnitOfWork], points_pb2.CreditPointsResponse]:
         def effect(uow: UnitOfWork) -> points_pb2.CreditPointsResponse:
-            return points_pb2.CreditPointsResponse(lot=lot_to_proto(self._ledger.credit(uow, credit)))
+            lot = self._ledger.credit(uow, credit)
+            uow.on_commit(
+                lambda: self._metrics.points_credited(credit.points, source=credit.source.name, pending=credit.pending)
+            )
+            return points_pb2.CreditPointsResponse(lot=lot_to_proto(lot))
 
         return effect
 
@@ -221,7 +227,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.CaptureHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.CaptureHoldResponse:
             hold = self._ledger.capture(uow, request.hold_id, request.points)
-            return points_pb2.CaptureHoldResponse(hold=self._hold(uow, hold))
+            captured = self._hold(uow, hold)
+            uow.on_commit(lambda: self._metrics.points_spent(captured.captured))
+            return points_pb2.CaptureHoldResponse(hold=captured)
 
         return self._run("CaptureHold", request, points_pb2.CaptureHoldResponse, effect)
 
@@ -230,6 +238,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.ReleaseHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.ReleaseHoldResponse:
             hold, expired = self._ledger.release(uow, request.hold_id, request.reason)
+            uow.on_commit(lambda: self._metrics.points_expired(expired))
             return points_pb2.ReleaseHoldResponse(hold=self._hold(uow, hold), points_expired=expired)
 
         return self._run("ReleaseHold", request, points_pb2.ReleaseHoldResponse, effect)
@@ -244,6 +253,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             returned, hold = self._ledger.return_points(
                 uow, request.hold_id, request.points, request.reference, request.reason
             )
+            uow.on_commit(lambda: self._metrics.points_expired(returned.expired))
             return points_pb2.ReturnPointsResponse(
                 points_returned=returned.points,
                 points_expired=returned.expired,
@@ -317,10 +327,15 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             request,
             points_pb2.ExpirePointsResponse,
             PointsRepository.customers_with_expired_lots,
-            lambda done: points_pb2.ExpirePointsResponse(
-                lots_expired=done.lots_expired, points_expired=done.points_expired
+            lambda done: self._expired(
+                points_pb2.ExpirePointsResponse(lots_expired=done.lots_expired, points_expired=done.points_expired)
             ),
         )
+
+    def _expired(self, response: points_pb2.ExpirePointsResponse) -> points_pb2.ExpirePointsResponse:
+        # Only a run that did the work gets here (a replay answers from the stored response).
+        self._metrics.points_expired(response.points_expired)
+        return response
 
     # --- views ----------------------------------------------------------------------------
 
