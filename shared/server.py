@@ -24,6 +24,10 @@ from shared.errors import DomainError, to_status
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# A health "service" that answers SERVING while the process can answer at all, whatever the
+# database does: the liveness probe. Readiness ("" and each service name) follows the database,
+# and restarting a pod because its database is down would only add to the outage.
+LIVENESS = "liveness"
 
 
 class DomainErrorInterceptor(grpc.ServerInterceptor):
@@ -116,6 +120,7 @@ class GrpcServer:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._stopping = threading.Event()
         self._probe_thread: threading.Thread | None = None
         self.port: int | None = None
