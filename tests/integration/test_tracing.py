@@ -5,8 +5,12 @@ and quantities on the spans and never a card token, and no spans for health chec
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -17,6 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from shared.clock import ManualClock
 from shared.jobs import run_job
+from shared.logs import JsonFormatter
 from shared.settings import Env
 from shared.telemetry import Telemetry
 from tests.harness import Harness, RunningService
@@ -130,7 +135,7 @@ def test_a_refused_rpc_names_its_reason_on_the_server_span(
     traced: dict[str, RunningService], spans: InMemorySpanExporter
 ) -> None:
     stub = wallet_pb2_grpc.WalletServiceStub(traced["wallet"].channel())
-    with pytest.raises(Exception):  # noqa: B017 - the status is checked in the errors tests
+    with pytest.raises(grpc.RpcError):
         stub.GetWallet(wallet_pb2.GetWalletRequest(customer_id="nobody"))
     server = only(spans.get_finished_spans(), "wallet", SpanKind.SERVER, "WalletService/GetWallet")
     assert (server.attributes or {})["loyalty.rpc.reason"] == "WALLET_NOT_FOUND"
@@ -177,3 +182,35 @@ def test_a_job_run_is_one_trace_and_its_outbox_delivery_links_back_to_it(
     delivery_trace = [s for s in finished if s.context.trace_id == delivery.context.trace_id]
     assert any(is_db(s) and service_of(s) == "points" for s in delivery_trace)
     assert assert_db_spans_under_own_server(delivery_trace, index) >= 1
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.setFormatter(JsonFormatter("test"))
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_log_lines_written_while_serving_carry_the_trace_and_span_ids(
+    traced: dict[str, RunningService], spans: InMemorySpanExporter
+) -> None:
+    lines = Lines()
+    logger = logging.getLogger("shared")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        stub = wallet_pb2_grpc.WalletServiceStub(traced["wallet"].channel())
+        with pytest.raises(grpc.RpcError):
+            stub.GetWallet(wallet_pb2.GetWalletRequest(customer_id="nobody"))
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    server = only(spans.get_finished_spans(), "wallet", SpanKind.SERVER, "WalletService/GetWallet")
+    [refusal] = [line for line in lines.lines if line["message"] == "rpc refused"]
+    assert refusal["trace_id"] == format(server.context.trace_id, "032x")
+    assert refusal["span_id"] == format(server.context.span_id, "016x")
+    assert refusal["reason"] == "WALLET_NOT_FOUND"
