@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -26,6 +25,14 @@ from shared.settings import Env
 from shared.telemetry import Telemetry
 from tests.harness import Harness, RunningService
 from tests.integration.test_wallet_interest import after_month
+from tests.integration.tracing_support import (
+    ancestors,
+    assert_db_spans_under_own_server,
+    by_id,
+    is_db,
+    only,
+    service_of,
+)
 from tests.integration.wallet_support import rub
 
 CARD_TOKEN = "tok_mastercard"
@@ -47,44 +54,6 @@ def traced(harness: Harness, spans: InMemorySpanExporter) -> Iterator[dict[str, 
     for service in ("points", "promotions", "wallet"):
         running[service] = harness.start(service, telemetry=telemetry(service, spans), background_relay=False)
     yield running
-
-
-def service_of(span: ReadableSpan) -> str:
-    return str(span.resource.attributes["service.name"])
-
-
-def by_id(finished: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
-    return {span.context.span_id: span for span in finished if span.context is not None}
-
-
-def ancestors(span: ReadableSpan, index: dict[int, ReadableSpan]) -> Iterator[ReadableSpan]:
-    while span.parent is not None:
-        parent = index.get(span.parent.span_id)
-        assert parent is not None, f"span {span.name!r} has a parent that was never exported"
-        yield parent
-        span = parent
-
-
-def only(finished: Sequence[ReadableSpan], service: str, kind: SpanKind, suffix: str) -> ReadableSpan:
-    [span] = [s for s in finished if service_of(s) == service and s.kind == kind and s.name.endswith(suffix)]
-    return span
-
-
-def is_db(span: ReadableSpan) -> bool:
-    attributes = span.attributes or {}
-    return "db.system" in attributes or "db.system.name" in attributes
-
-
-def assert_db_spans_under_own_server(trace: Sequence[ReadableSpan], index: dict[int, ReadableSpan]) -> int:
-    """Every database span hangs under a server (or delivery) span of its own service."""
-    checked = 0
-    for span in trace:
-        if not is_db(span):
-            continue
-        owner = next(a for a in ancestors(span, index) if a.kind in (SpanKind.SERVER, SpanKind.PRODUCER))
-        assert service_of(owner) == service_of(span), f"{span.name} of {service_of(span)} under {owner.name}"
-        checked += 1
-    return checked
 
 
 def test_a_request_through_wallet_and_promotions_is_one_trace_with_parents_intact(
