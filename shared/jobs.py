@@ -204,7 +204,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = parser.parse_args(argv)
     env = Env(dict(os.environ) if environ is None else environ)
     configure_logging("jobs", level=env.text("LOG_LEVEL").upper(), fmt=env.text("LOG_FORMAT").lower())
-    telemetry = Telemetry("jobs", environ=env.values)
+    try:
+        telemetry = Telemetry("jobs", environ=env.values)
+    except SettingsError as error:
+        log.error("job configuration error", extra={"job": args.job, "error": str(error)})
+        return 2
     try:
         response = run_job(
             args.job,

@@ -91,3 +91,4 @@ def test_the_command_prints_the_answer_and_exits_non_zero_on_failure(
     unreachable = {"POINTS_TARGET": UNREACHABLE, "PEER_RETRY_ATTEMPTS": "1", "LOG_FORMAT": "json"}
     assert main(["expire-points", "--deadline-ms", "2000"], unreachable) == 1
     assert main(["expire-points", "--scheduled-at", "yesterday"], {"POINTS_TARGET": points.target}) == 2
+    assert main(["expire-points"], {"POINTS_TARGET": points.target, "OTEL_TRACES_EXPORTER": "zipkin"}) == 2

@@ -159,7 +159,10 @@ def test_each_workload_has_its_service_autoscaler_budget_spread_and_policy(overl
         spread = pod_spec(deployments[name])["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
         assert [p for p in policies.values() if p["spec"]["podSelector"].get("matchLabels") and selects(p, labels)]
+        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(METRICS_PORT), name
         [container] = pod_spec(deployments[name])["containers"]
+        assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"], name
         assert container["image"].split("/")[-1].startswith("loyalty-platform:"), name
         assert [e for e in container["envFrom"] if e["configMapRef"]["name"].startswith("loyalty-config")]
     # Nothing is reachable unless a policy says so.
@@ -264,6 +267,7 @@ def test_the_configuration_uses_only_declared_settings(overlay: str) -> None:
     [config] = [doc for name, doc in of_kind(docs, "ConfigMap").items() if name.startswith("loyalty-config")]
     assert set(config["data"]) <= declared
     assert config["data"]["GRPC_BIND_HOST"] == "0.0.0.0" and config["data"]["DB_AUTO_MIGRATE"] == "false"
+    assert config["data"]["METRICS_PORT"] == str(METRICS_PORT)
     for doc in docs:
         if (
             doc["kind"] in ("Deployment", "Job", "CronJob")
