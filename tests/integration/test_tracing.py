@@ -183,3 +183,13 @@ def test_log_lines_written_while_serving_carry_the_trace_and_span_ids(
     assert refusal["trace_id"] == format(server.context.trace_id, "032x")
     assert refusal["span_id"] == format(server.context.span_id, "016x")
     assert refusal["reason"] == "WALLET_NOT_FOUND"
+
+
+def test_an_idle_service_starts_no_traces(traced: dict[str, RunningService], spans: InMemorySpanExporter) -> None:
+    spans.clear()
+    runtime = traced["promotions"].app.runtime
+    for _ in range(3):
+        assert runtime.relay.deliver_due() == 0  # the relay's poll
+    assert runtime.outbox.backlog(runtime.db)[0] == 0  # what the outbox gauges read at a scrape
+    traced["promotions"].app.server.check_readiness()  # the health probe
+    assert spans.get_finished_spans() == ()
