@@ -95,16 +95,19 @@ def test_points_credited_spent_and_expired_are_counted_once(harness: Harness, cl
     client.credit("c-1", 100, "CAMPAIGN", request_id="credit-1")  # a replay: nothing new
     client.credit("c-1", 30, "PURCHASE", pending=True, reference="order-9")
     client.credit("c-2", 40, "CAMPAIGN", expires_at=clock.now() + timedelta(days=1))
+    client.credit("c-3", 25, "CAMPAIGN", expires_at=clock.now() + timedelta(days=1))
     hold = client.hold("c-1", 60)
     client.capture(hold.hold_id)
     clock.advance(timedelta(days=2))
+    client.credit("c-3", 1, "CAMPAIGN")  # c-3's book settles first: its lot expires here, not in the job
     assert client.expire(request_id="expire-1").points_expired == 40
     client.expire(request_id="expire-1")  # a replayed job run
+    client.expire(request_id="expire-2")  # nothing left to expire
 
-    assert value(reader, "loyalty.points.credited", source="CAMPAIGN", pending=False) == 140
+    assert value(reader, "loyalty.points.credited", source="CAMPAIGN", pending=False) == 166
     assert value(reader, "loyalty.points.credited", source="PURCHASE", pending=True) == 30
     assert value(reader, "loyalty.points.spent") == 60
-    assert value(reader, "loyalty.points.expired") == 40
+    assert value(reader, "loyalty.points.expired") == 65
 
 
 def test_money_topped_up_is_counted_when_the_top_up_succeeds(harness: Harness) -> None:

@@ -238,7 +238,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.ReleaseHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.ReleaseHoldResponse:
             hold, expired = self._ledger.release(uow, request.hold_id, request.reason)
-            uow.on_commit(lambda: self._metrics.points_expired(expired))
             return points_pb2.ReleaseHoldResponse(hold=self._hold(uow, hold), points_expired=expired)
 
         return self._run("ReleaseHold", request, points_pb2.ReleaseHoldResponse, effect)
@@ -253,7 +252,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             returned, hold = self._ledger.return_points(
                 uow, request.hold_id, request.points, request.reference, request.reason
             )
-            uow.on_commit(lambda: self._metrics.points_expired(returned.expired))
             return points_pb2.ReturnPointsResponse(
                 points_returned=returned.points,
                 points_expired=returned.expired,
@@ -327,15 +325,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             request,
             points_pb2.ExpirePointsResponse,
             PointsRepository.customers_with_expired_lots,
-            lambda done: self._expired(
-                points_pb2.ExpirePointsResponse(lots_expired=done.lots_expired, points_expired=done.points_expired)
+            lambda done: points_pb2.ExpirePointsResponse(
+                lots_expired=done.lots_expired, points_expired=done.points_expired
             ),
         )
-
-    def _expired(self, response: points_pb2.ExpirePointsResponse) -> points_pb2.ExpirePointsResponse:
-        # Only a run that did the work gets here (a replay answers from the stored response).
-        self._metrics.points_expired(response.points_expired)
-        return response
 
     # --- views ----------------------------------------------------------------------------
 
