@@ -186,13 +186,56 @@ class Metrics:
         try:
             yield done
         finally:
-            attributes: dict[str, str | int] = {
-                "http.request.method": method,
-                "http.route": route,
-                "http.response.status_code": status[0],
-            }
-            self.http_requests.add(1, attributes)
-            self.http_duration.record(time.perf_counter() - started, attributes)
+            self.record_http(method, route, status[0], time.perf_counter() - started)
+
+    def record_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered: `route` is the route template, never the raw path."""
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "http.route": route,
+            "http.response.status_code": status,
+        }
+        self.http_requests.add(1, attributes)
+        self.http_duration.record(seconds, attributes)
+
+
+UNMATCHED_ROUTE = "unmatched"
+
+
+class HttpMetricsMiddleware:
+    """ASGI middleware for the gateway: per-route request count and duration.
+
+        app.add_middleware(HttpMetricsMiddleware, metrics=telemetry.metrics)
+
+    Starlette (and so FastAPI) puts the matched route in `scope["route"]`; its template
+    (`/v1/orders/{order_id}`) is the label, and a request no route matched is `unmatched`, so raw
+    paths never become label values. Health endpoints are not measured. A request whose handler
+    raises before answering counts as 500.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics, *, exclude_paths: Iterable[str] = ("/healthz", "/readyz")) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._exclude = frozenset(exclude_paths)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") in self._exclude:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
+            self._metrics.record_http(str(scope.get("method", "")), route, status, time.perf_counter() - started)
 
 
 def _split(method: str) -> tuple[str, str]:

@@ -4,9 +4,11 @@ endpoint; and the HTTP helper the gateway will use."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.clock import ManualClock
+from shared.metrics import HttpMetricsMiddleware
 from shared.telemetry import Telemetry
 from tests.clients import PointsClient, refused
 from tests.harness import Harness, free_port
@@ -180,3 +183,46 @@ def test_the_prometheus_endpoint_serves_the_service_metrics(harness: Harness) ->
     assert any(line.startswith("loyalty_rpc_server_duration_seconds_bucket{") for line in lines)
     assert any(line.startswith("loyalty_outbox_pending") for line in lines)
     assert 'service_name="points"' in body
+
+
+def test_the_asgi_middleware_labels_requests_by_route_template_never_by_path() -> None:
+    telemetry, reader = measured("gateway")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"].startswith("/v1/orders/"):
+            scope["route"] = SimpleNamespace(path="/v1/orders/{order_id}")  # what Starlette's router does
+            if scope["path"].endswith("/boom"):
+                raise RuntimeError("handler crashed")
+            await send({"type": "http.response.start", "status": 200})
+        else:
+            await send({"type": "http.response.start", "status": 404 if scope["path"] != "/healthz" else 200})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = HttpMetricsMiddleware(app, telemetry.metrics)
+
+    async def call(path: str) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        async def send(_message: dict[str, Any]) -> None:
+            return None
+
+        await middleware({"type": "http", "method": "GET", "path": path}, receive, send)
+
+    async def traffic() -> None:
+        for order in ("o-1", "o-2", "o-3"):
+            await call(f"/v1/orders/{order}")
+        await call("/no/such/page")
+        await call("/healthz")
+        with pytest.raises(RuntimeError):
+            await call("/v1/orders/o-4/boom")
+
+    asyncio.run(traffic())
+    routes = {attrs["http.route"] for name, attrs, _ in points_of(reader) if name == "loyalty.http.server.requests"}
+    assert routes == {"/v1/orders/{order_id}", "unmatched"}
+    assert value(reader, "loyalty.http.server.requests", **{"http.route": "/v1/orders/{order_id}"}) == 4
+    ok = {"http.route": "/v1/orders/{order_id}", "http.response.status_code": 200}
+    assert histogram_count(reader, "loyalty.http.server.duration", **ok) == 3
+    crashed = {"http.route": "/v1/orders/{order_id}", "http.response.status_code": 500}
+    assert value(reader, "loyalty.http.server.requests", **crashed) == 1
+    assert value(reader, "loyalty.http.server.requests", **{"http.response.status_code": 404}) == 1
