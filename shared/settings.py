@@ -146,6 +146,12 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Port of the Prometheus scrape endpoint `/metrics` of a service (empty or 0: none); `9464` in a pod.",
     ),
+    Setting("POD_NAME", "", "Set by Kubernetes (downward API): the pod's name, `k8s.pod.name` on traces and metrics."),
+    Setting(
+        "POD_NAMESPACE",
+        "",
+        "Set by Kubernetes (downward API): the namespace, `k8s.namespace.name` on traces and metrics.",
+    ),
     Setting(
         "JOB_NAME",
         "",

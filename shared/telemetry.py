@@ -189,7 +189,12 @@ class Telemetry:
     ) -> None:
         environ = os.environ if environ is None else environ
         name = environ.get("OTEL_SERVICE_NAME") or service
-        resource = Resource.create({SERVICE_NAME: name, SERVICE_VERSION: VERSION, "service.namespace": "loyalty"})
+        attributes: dict[str, str] = {SERVICE_NAME: name, SERVICE_VERSION: VERSION, "service.namespace": "loyalty"}
+        # In a pod (downward API): which replica and namespace produced a span or a metric.
+        for variable, key in (("POD_NAME", "k8s.pod.name"), ("POD_NAMESPACE", "k8s.namespace.name")):
+            if environ.get(variable):
+                attributes[key] = environ[variable]
+        resource = Resource.create(attributes)  # plus OTEL_RESOURCE_ATTRIBUTES, the standard way
         self.service = service
         self.provider = TracerProvider(resource=resource, sampler=sampler_from_env(environ))
         exporter = _exporter_from_env(environ)

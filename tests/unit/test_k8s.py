@@ -165,6 +165,8 @@ def test_each_workload_has_its_service_autoscaler_budget_spread_and_policy(overl
         assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"], name
         assert container["image"].split("/")[-1].startswith("loyalty-platform:"), name
         assert [e for e in container["envFrom"] if e["configMapRef"]["name"].startswith("loyalty-config")]
+        pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+        assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", name
     # Nothing is reachable unless a policy says so.
     deny = policies["default-deny-ingress"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}

@@ -29,6 +29,10 @@ def test_the_resource_names_the_service_and_its_version() -> None:
     assert (resource["service.name"], resource["service.version"]) == ("points", VERSION)
     renamed = Telemetry("points", environ={"OTEL_SERVICE_NAME": "points-canary"}).provider.resource.attributes
     assert renamed["service.name"] == "points-canary"
+    assert "k8s.pod.name" not in resource
+    in_a_pod = Telemetry("points", environ={"POD_NAME": "points-7d9f-x2", "POD_NAMESPACE": "loyalty"})
+    for attributes in (in_a_pod.provider.resource.attributes, in_a_pod.meter_provider._sdk_config.resource.attributes):
+        assert (attributes["k8s.pod.name"], attributes["k8s.namespace.name"]) == ("points-7d9f-x2", "loyalty")
 
 
 def test_the_sampler_follows_otel_traces_sampler() -> None:
