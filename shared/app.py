@@ -111,6 +111,7 @@ class ServiceApp:
             port=settings.port,
             max_workers=settings.max_workers,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            max_connection_age_ms=settings.max_connection_age_ms,
             service_names=service_names,
             readiness_probe=runtime.db.ping,
             probe_interval_ms=settings.health_probe_interval_ms,

@@ -54,6 +54,11 @@ SETTINGS: tuple[Setting, ...] = (
         "64",
         "RPCs admitted at once per service; more are refused with RESOURCE_EXHAUSTED instead of queueing.",
     ),
+    Setting(
+        "GRPC_MAX_CONNECTION_AGE_MS",
+        "0",
+        "Close client connections after this long (0: never), so callers re-resolve and spread over new replicas.",
+    ),
     Setting("PEER_DEADLINE_MS", "3000", "Deadline of every call to a peer service."),
     Setting("PEER_RETRY_ATTEMPTS", "3", "Attempts of an idempotent peer call that meets UNAVAILABLE."),
     Setting(
@@ -204,6 +209,7 @@ class ServiceSettings:
     db_pool_size: int
     max_workers: int
     max_concurrent_rpcs: int
+    max_connection_age_ms: int
     peer_targets: Mapping[str, str]
     peer_deadline_ms: int
     peer_retry_attempts: int
@@ -234,6 +240,7 @@ class ServiceSettings:
             db_pool_size=env.integer("DB_POOL_SIZE", minimum=1),
             max_workers=env.integer("GRPC_MAX_WORKERS", minimum=1),
             max_concurrent_rpcs=env.integer("GRPC_MAX_CONCURRENT_RPCS", minimum=1),
+            max_connection_age_ms=env.integer("GRPC_MAX_CONNECTION_AGE_MS"),
             peer_targets={p: env.text(f"{p.upper()}_TARGET") for p in SERVICES if p != service},
             peer_deadline_ms=env.integer("PEER_DEADLINE_MS", minimum=1),
             peer_retry_attempts=env.integer("PEER_RETRY_ATTEMPTS", minimum=1),

@@ -150,6 +150,9 @@ def test_each_workload_has_its_service_autoscaler_budget_spread_and_policy(overl
         labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
         assert services[name]["spec"]["selector"].items() <= labels.items(), name
         assert {p["port"] for p in services[name]["spec"]["ports"]} >= {METRICS_PORT}, name
+        # The gRPC services are headless: callers resolve every ready pod and spread their calls
+        # (round_robin in shared/peers.py), re-resolving as connections age out.
+        assert (services[name]["spec"].get("clusterIP") == "None") == (name in SERVICES), name
         assert autoscalers[name]["spec"]["scaleTargetRef"] == {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -270,6 +273,7 @@ def test_the_configuration_uses_only_declared_settings(overlay: str) -> None:
     assert set(config["data"]) <= declared
     assert config["data"]["GRPC_BIND_HOST"] == "0.0.0.0" and config["data"]["DB_AUTO_MIGRATE"] == "false"
     assert config["data"]["METRICS_PORT"] == str(METRICS_PORT)
+    assert int(config["data"]["GRPC_MAX_CONNECTION_AGE_MS"]) > 0
     for doc in docs:
         if (
             doc["kind"] in ("Deployment", "Job", "CronJob")
