@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate lock clean reconcile
+.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,15 @@ buf-lint: $(BUF) ## Lint the contracts only
 
 migrate: $(STAMP) ## Apply every service's migrations to its configured database
 	for s in wallet points promotions checkout; do $(PY) -m services.$$s migrate || exit 1; done
+
+k8s-check: $(STAMP) ## Render each k8s overlay, validate it strictly offline, check probes, policies, jobs
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo 'k8s-check: kubectl is not on PATH. It renders the overlays (`kubectl kustomize`); install'; \
+	  echo 'kubectl >= 1.27 (https://kubernetes.io/docs/tasks/tools/) and run `make k8s-check` again.'; exit 1; }
+	K8S_CHECK_REQUIRED=1 $(PY) -m pytest -q -p no:cacheprovider tests/unit/test_k8s.py
+
+image: ## Build the container image the manifests run (needs a Docker daemon)
+	docker build -t loyalty-platform:dev .
 
 lock: ## Re-resolve dependencies into constraints.txt (newest versions allowed by pyproject)
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock

@@ -58,7 +58,7 @@ class Runtime:
         telemetry: Telemetry | None = None,
     ) -> Runtime:
         clock = clock or SystemClock()
-        telemetry = telemetry or Telemetry(settings.service)
+        telemetry = telemetry or Telemetry(settings.service, environ=settings.env.values)
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         telemetry.instrument_engine(db.engine)
         peers = Peers(
@@ -77,7 +77,9 @@ class Runtime:
             poll_interval_ms=settings.outbox_poll_interval_ms,
             max_backoff_ms=settings.outbox_max_backoff_ms,
             tracer=telemetry.tracer,
+            metrics=telemetry.metrics,
         )
+        telemetry.metrics.observe_outbox(lambda: outbox.backlog(db))
         return cls(
             settings=settings,
             clock=clock,
@@ -112,10 +114,12 @@ class ServiceApp:
             port=settings.port,
             max_workers=settings.max_workers,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            max_connection_age_ms=settings.max_connection_age_ms,
             service_names=service_names,
             readiness_probe=runtime.db.ping,
             probe_interval_ms=settings.health_probe_interval_ms,
             interceptors=[runtime.telemetry.server_interceptor()],
+            inner_interceptors=[runtime.telemetry.rpc_interceptor()],
         )
         register(self.server.server)
         self._stopped = threading.Event()
@@ -129,6 +133,7 @@ class ServiceApp:
         if self.runtime.settings.auto_migrate:
             self.migrate()
         port = self.server.start()
+        self.runtime.telemetry.serve_metrics(self.runtime.settings.bind_host)
         if relay:
             self.runtime.relay.start()
             for worker in self.workers:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,10 +111,22 @@ class UnitOfWork:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.committed = False
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed (never if it rolls back): for
+        metrics of an effect, which an idempotent replay or a failed attempt must not count."""
+        self._after_commit.append(callback)
 
     def commit(self) -> None:
         self.session.commit()
         self.committed = True
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.warning("after-commit callback failed", exc_info=True)
 
     def flush(self) -> None:
         self.session.flush()

@@ -31,7 +31,9 @@ from sqlalchemy import Table, func, insert, select, update
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import DomainError
+from shared.metrics import Metrics
 from shared.peers import Peers
+from shared.telemetry import untraced
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,17 @@ class Outbox:
             )
         )
 
+    def backlog(self, database: Database) -> tuple[int, int, timedelta | None]:
+        """(pending, dead, age of the oldest pending message): what the outbox gauges report.
+        Reads the (status, next_attempt_at) index only, however many delivered rows there are."""
+        t = self.table
+        with untraced(), database.unit_of_work() as uow:
+            pending, oldest = uow.session.execute(
+                select(func.count(), func.min(t.c.created_at)).where(t.c.status == OutboxStatus.PENDING.value)
+            ).one()
+            dead = uow.session.execute(select(func.count()).where(t.c.status == OutboxStatus.DEAD.value)).scalar_one()
+        return int(pending), int(dead), None if oldest is None else max(self._clock.now() - oldest, timedelta(0))
+
     def stats(self, database: Database) -> OutboxStats:
         t = self.table
         with database.unit_of_work() as uow:
@@ -137,6 +150,7 @@ class OutboxRelay:
         base_backoff_ms: int = 100,
         jitter: Callable[[], float] = random.random,
         tracer: trace.Tracer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = database
         self._table = outbox.table
@@ -149,6 +163,7 @@ class OutboxRelay:
         self._base_backoff_ms = base_backoff_ms
         self._jitter = jitter
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._metrics = metrics or Metrics.noop()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -169,7 +184,8 @@ class OutboxRelay:
     def _claim(self) -> list[_Claimed]:
         t = self._table
         now = self._clock.now()
-        with self._db.unit_of_work() as uow:
+        # The poll is not traced: an idle relay would start a trace of its own every pass.
+        with untraced(), self._db.unit_of_work() as uow:
             query = (
                 select(t.c.id, t.c.peer, t.c.method, t.c.payload, t.c.attempts, t.c.trace_context)
                 .where(t.c.status == OutboxStatus.PENDING.value, t.c.next_attempt_at <= now)
@@ -222,6 +238,7 @@ class OutboxRelay:
             with self._db.unit_of_work() as uow:
                 uow.session.execute(update(t).where(t.c.id == message.id).values(**values))
                 uow.commit()
+            self._metrics.outbox_delivery(message.method, "retry" if retryable else "dead")
             log.warning(
                 "outbox delivery failed",
                 extra={
@@ -245,6 +262,7 @@ class OutboxRelay:
                 )
             )
             uow.commit()
+        self._metrics.outbox_delivery(message.method, "delivered")
         return True
 
     def notify(self) -> None:

@@ -32,6 +32,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Spread calls over every address the name resolves to (the pods behind a headless Service),
+    # not only the first; with one address it is the same as the default.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

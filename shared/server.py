@@ -24,6 +24,10 @@ from shared.errors import DomainError, to_status
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# A health "service" that answers SERVING while the process can answer at all, whatever the
+# database does: the liveness probe. Readiness ("" and each service name) follows the database,
+# and restarting a pod because its database is down would only add to the outage.
+LIVENESS = "liveness"
 
 
 class DomainErrorInterceptor(grpc.ServerInterceptor):
@@ -82,6 +86,22 @@ def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
     return handle
 
 
+def server_options(max_connection_age_ms: int) -> list[tuple[str, int]]:
+    """Never share a port silently with another process; with a maximum connection age, clients
+    reconnect now and then (in-flight calls finish first), re-resolve the peer's address and so
+    spread over the replicas that appeared since (round_robin over a headless Service)."""
+    options = [("grpc.so_reuseport", 0)]
+    if max_connection_age_ms > 0:
+        options += [
+            ("grpc.max_connection_age_ms", max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+        ]
+    return options
+
+
+CONNECTION_AGE_GRACE_MS = 30_000
+
+
 class GrpcServer:
     """A gRPC server with health and reflection, whose health follows a readiness probe."""
 
@@ -97,7 +117,11 @@ class GrpcServer:
         readiness_probe: Callable[[], bool],
         probe_interval_ms: int = 1000,
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        inner_interceptors: Sequence[grpc.ServerInterceptor] = (),
+        max_connection_age_ms: int = 0,
     ) -> None:
+        """`interceptors` run outside the domain-error mapping (the server span), and
+        `inner_interceptors` inside it, where a handler's `DomainError` is still an exception."""
         self.name = name
         self._address = f"{bind_host}:{port}"
         self._service_names = list(service_names)
@@ -105,14 +129,14 @@ class GrpcServer:
         self._probe_interval = probe_interval_ms / 1000
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[*interceptors, DomainErrorInterceptor()],
+            interceptors=[*interceptors, DomainErrorInterceptor(), *inner_interceptors],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
-            # Never share a port silently with another process.
-            options=[("grpc.so_reuseport", 0)],
+            options=server_options(max_connection_age_ms),
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._stopping = threading.Event()
         self._probe_thread: threading.Thread | None = None
         self.port: int | None = None

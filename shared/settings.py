@@ -81,6 +81,11 @@ SETTINGS: tuple[Setting, ...] = (
         "64",
         "RPCs admitted at once per service; more are refused with RESOURCE_EXHAUSTED instead of queueing.",
     ),
+    Setting(
+        "GRPC_MAX_CONNECTION_AGE_MS",
+        "0",
+        "Close client connections after this long (0: never), so callers re-resolve and spread over new replicas.",
+    ),
     Setting("PEER_DEADLINE_MS", "3000", "Deadline of every call to a peer service."),
     Setting("PEER_RETRY_ATTEMPTS", "3", "Attempts of an idempotent peer call that meets UNAVAILABLE."),
     Setting(
@@ -198,6 +203,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
     Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317", "OTLP/gRPC collector endpoint."),
     Setting("OTEL_TRACES_SAMPLER", "parentbased_always_on", "Standard OpenTelemetry sampler name."),
+    Setting("OTEL_TRACES_SAMPLER_ARG", "1.0", "Ratio of the `traceidratio` samplers, between 0 and 1."),
+    Setting(
+        "OTEL_METRICS_EXPORTER",
+        "none",
+        "`otlp` (push to OTEL_EXPORTER_OTLP_ENDPOINT), `console` or `none`; the Prometheus endpoint is METRICS_PORT.",
+    ),
+    Setting(
+        "METRICS_PORT",
+        "",
+        "Port of the Prometheus scrape endpoint `/metrics` of a service (empty or 0: none); `9464` in a pod.",
+    ),
+    Setting("POD_NAME", "", "Set by Kubernetes (downward API): the pod's name, `k8s.pod.name` on traces and metrics."),
+    Setting(
+        "POD_NAMESPACE",
+        "",
+        "Set by Kubernetes (downward API): the namespace, `k8s.namespace.name` on traces and metrics.",
+    ),
+    Setting(
+        "JOB_NAME",
+        "",
+        "`python -m shared.jobs`: the Job's name, set by the CronJob; its schedule suffix keys the run's request id.",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -245,6 +272,7 @@ class ServiceSettings:
     db_pool_size: int
     max_workers: int
     max_concurrent_rpcs: int
+    max_connection_age_ms: int
     peer_targets: Mapping[str, str]
     peer_deadline_ms: int
     peer_retry_attempts: int
@@ -275,6 +303,7 @@ class ServiceSettings:
             db_pool_size=env.integer("DB_POOL_SIZE", minimum=1),
             max_workers=env.integer("GRPC_MAX_WORKERS", minimum=1),
             max_concurrent_rpcs=env.integer("GRPC_MAX_CONCURRENT_RPCS", minimum=1),
+            max_connection_age_ms=env.integer("GRPC_MAX_CONNECTION_AGE_MS"),
             peer_targets={p: env.text(f"{p.upper()}_TARGET") for p in SERVICES if p != service},
             peer_deadline_ms=env.integer("PEER_DEADLINE_MS", minimum=1),
             peer_retry_attempts=env.integer("PEER_RETRY_ATTEMPTS", minimum=1),

@@ -41,7 +41,11 @@ def config_from(settings: ServiceSettings) -> PointsConfig:
 def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: Telemetry | None = None) -> ServiceApp:
     config = config_from(settings)
     runtime = Runtime.create(settings, runtime_tables, clock=clock, telemetry=telemetry)
-    servicer = PointsServicer(Ledger(runtime.db, runtime.clock, config), runtime.idempotency)
+    servicer = PointsServicer(
+        Ledger(runtime.db, runtime.clock, config, runtime.telemetry.metrics),
+        runtime.idempotency,
+        runtime.telemetry.metrics,
+    )
 
     def register(server: grpc.Server) -> None:
         points_pb2_grpc.add_PointsServiceServicer_to_server(servicer, server)

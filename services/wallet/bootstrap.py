@@ -58,7 +58,7 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
     accounts = Accounts(db, now, mechanics)
     servicer = WalletServicer(
         accounts,
-        TopUps(db, now, calendar, limits, acquirer, accounts, runtime.idempotency),
+        TopUps(db, now, calendar, limits, acquirer, accounts, runtime.idempotency, runtime.telemetry.metrics),
         Holds(db, now, acquirer, runtime.idempotency),
         Statements(db, calendar),
         Interest(db, now, calendar, mechanics, runtime.outbox),

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from shared.server import GrpcServer
+from shared.server import LIVENESS, GrpcServer
 from tests.harness import Databases, Harness, RunningService
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -49,12 +49,14 @@ def test_losing_the_database_turns_health_to_not_serving_and_back(harness: Harne
     if databases.backend == "postgresql":
         databases.set_accepting(points.database_url, False)
         assert eventually(lambda: health_of(points) == NOT_SERVING)
+        assert health_of(points, LIVENESS) == SERVING  # the liveness probe does not restart it
         databases.set_accepting(points.database_url, True)
     else:
         path = Path(make_url(points.database_url).database or "")
         moved = path.with_suffix(".away")
         os.rename(path, moved)
         assert eventually(lambda: health_of(points) == NOT_SERVING)
+        assert health_of(points, LIVENESS) == SERVING  # the liveness probe does not restart it
         os.rename(moved, path)
     assert eventually(lambda: health_of(points) == SERVING)
 

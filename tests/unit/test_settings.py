@@ -56,3 +56,14 @@ def test_readme_documents_every_setting_with_its_default() -> None:
         assert row is not None, f"README configuration table lacks {setting.name}"
         expected = f"`{setting.default}`" if setting.default else "(empty)"
         assert expected in row, f"README gives another default for {setting.name}"
+
+
+def test_a_maximum_connection_age_makes_clients_reconnect_and_spread() -> None:
+    from shared.peers import _CHANNEL_OPTIONS
+    from shared.server import server_options
+
+    settings = ServiceSettings.from_env("points", {"GRPC_MAX_CONNECTION_AGE_MS": "300000"})
+    assert settings.max_connection_age_ms == 300_000
+    assert ("grpc.max_connection_age_ms", 300_000) in server_options(settings.max_connection_age_ms)
+    assert [name for name, _ in server_options(0)] == ["grpc.so_reuseport"]  # the default: never
+    assert ("grpc.lb_policy_name", "round_robin") in _CHANNEL_OPTIONS

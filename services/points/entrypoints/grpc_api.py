@@ -20,6 +20,7 @@ from services.points.service_layer.ledger import HoldView, Ledger
 from shared.db import UnitOfWork
 from shared.errors import DomainError, InvalidArgument
 from shared.idempotency import Idempotency
+from shared.metrics import Metrics
 from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
 
 R = TypeVar("R", bound=Message)
@@ -118,9 +119,10 @@ def optional_ttl(request: points_pb2.HoldPointsRequest) -> timedelta | None:
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, ledger: Ledger, idempotency: Idempotency) -> None:
+    def __init__(self, ledger: Ledger, idempotency: Idempotency, metrics: Metrics | None = None) -> None:
         self._ledger = ledger
         self._idempotency = idempotency
+        self._metrics = metrics or Metrics.noop()
 
     def _run(self, method: str, request: Message, response: type[R], effect: Callable[[UnitOfWork], R]) -> R:
         return self._idempotency.run(f"PointsService/{method}", request, response, effect)
@@ -133,7 +135,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
 
     def _credit_effect(self, credit: CreditRequest) -> Callable[[UnitOfWork], points_pb2.CreditPointsResponse]:
         def effect(uow: UnitOfWork) -> points_pb2.CreditPointsResponse:
-            return points_pb2.CreditPointsResponse(lot=lot_to_proto(self._ledger.credit(uow, credit)))
+            lot = self._ledger.credit(uow, credit)
+            uow.on_commit(
+                lambda: self._metrics.points_credited(credit.points, source=credit.source.name, pending=credit.pending)
+            )
+            return points_pb2.CreditPointsResponse(lot=lot_to_proto(lot))
 
         return effect
 
@@ -221,7 +227,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.CaptureHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.CaptureHoldResponse:
             hold = self._ledger.capture(uow, request.hold_id, request.points)
-            return points_pb2.CaptureHoldResponse(hold=self._hold(uow, hold))
+            captured = self._hold(uow, hold)
+            uow.on_commit(lambda: self._metrics.points_spent(captured.captured))
+            return points_pb2.CaptureHoldResponse(hold=captured)
 
         return self._run("CaptureHold", request, points_pb2.CaptureHoldResponse, effect)
 

@@ -31,6 +31,7 @@ from services.points.service_layer.book import Book, Returned, Settlement, earne
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.metrics import Metrics
 from shared.pagination import decode_token, encode_token, page_size
 from shared.validation import validate_customer_id
 
@@ -82,14 +83,21 @@ def window_days(field: str, days: int) -> int:
 
 
 class Ledger:
-    def __init__(self, database: Database, clock: Clock, config: PointsConfig) -> None:
+    def __init__(self, database: Database, clock: Clock, config: PointsConfig, metrics: Metrics | None = None) -> None:
         self._db = database
         self._clock = clock
         self.config = config
+        self._metrics = metrics or Metrics.noop()
+
+    def _expired(self, uow: UnitOfWork, points: int) -> None:
+        """Count points written off once their transaction commits: lots expire lazily in any
+        mutation of the customer's book, in every job, and on release or return into an expired lot."""
+        if points:
+            uow.on_commit(lambda: self._metrics.points_expired(points))
 
     def _book(self, uow: UnitOfWork, customer_id: str, now: datetime | None = None) -> Book:
         book = Book.open(uow.session, customer_id, now or self._clock.now(), self.config.lifetimes, self.config.zone)
-        book.settle()
+        self._expired(uow, book.settle().points_expired)
         return book
 
     def _book_of_hold(self, uow: UnitOfWork, hold_id: str) -> tuple[Book, Hold]:
@@ -196,7 +204,9 @@ class Ledger:
             raise FailedPrecondition("ALREADY_CAPTURED", f"hold {hold_id} was captured; return the points instead")
         if hold.status != HoldStatus.ACTIVE.value:
             return hold, 0
-        return hold, book.release(hold, HoldStatus.RELEASED, reason or "released by the caller")
+        expired = book.release(hold, HoldStatus.RELEASED, reason or "released by the caller")
+        self._expired(uow, expired)
+        return hold, expired
 
     def return_points(
         self, uow: UnitOfWork, hold_id: str, points: int, reference: str, reason: str
@@ -214,7 +224,9 @@ class Ledger:
                 f"{points or 'all'} points asked back, {left} of {hold.captured} captured are left to return",
                 metadata={"hold_id": hold_id, "returnable": str(left)},
             )
-        return book.return_points(hold, points or left, reference, reason), hold
+        returned = book.return_points(hold, points or left, reference, reason)
+        self._expired(uow, returned.expired)
+        return returned, hold
 
     def get_hold(self, hold_id: str) -> HoldView:
         with self._db.unit_of_work() as uow:
@@ -279,9 +291,12 @@ class Ledger:
                 customers = [c for c in find(repo, now, self.config.job_batch) if c not in seen]
                 if not customers:
                     return total
+                batch = Settlement()
                 for customer_id in sorted(customers):  # lock order: no deadlock between jobs
                     book = Book.open(uow.session, customer_id, now, self.config.lifetimes, self.config.zone)
-                    total.add(book.settle())
+                    batch.add(book.settle())
+                self._expired(uow, batch.points_expired)
+                total.add(batch)
                 seen.update(customers)
                 uow.commit()
 

@@ -32,6 +32,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork, rowcount
 from shared.errors import FailedPrecondition, NotFound
 from shared.idempotency import Idempotency
+from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class TopUps:
         acquirer: Acquirer,
         accounts: Accounts,
         idempotency: Idempotency,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = database
+        self._metrics = metrics or Metrics.noop()
         self._clock = clock
         self._calendar = calendar
         self.limits = limits
@@ -153,6 +156,7 @@ class TopUps:
                     uow.session.execute(
                         update(_top_ups).where(t.top_up_id == top_up_id).values(transfer_id=transfer_id)
                     )
+                    uow.on_commit(lambda: self._metrics.money_topped_up(top_up.amount_minor, top_up.currency))
                 uow.commit()
                 return self.get(top_up_id)
             # Declined. Answered at once: the top-up never was (and its request id is free again).

@@ -1,0 +1,228 @@
+"""Metrics appear after calls: per-RPC requests, errors (with reason) and durations; business
+counters counted once (a replay counts nothing); outbox backlog and age; the Prometheus scrape
+endpoint; and the HTTP helper the gateway will use."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from shared.clock import ManualClock
+from shared.metrics import HttpMetricsMiddleware
+from shared.telemetry import Telemetry
+from tests.clients import PointsClient, refused
+from tests.harness import Harness, free_port
+from tests.integration.test_outbox import record_contacts_updated
+from tests.integration.wallet_support import rub
+
+
+def points_of(reader: InMemoryMetricReader) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    data = reader.get_metrics_data()
+    if data is None:
+        return
+    for resource_metrics in data.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    yield metric.name, dict(point.attributes or {}), point
+
+
+def value(reader: InMemoryMetricReader, name: str, **attributes: Any) -> int:
+    """Sum of a counter's (or a gauge's) points whose attributes include `attributes`."""
+    return sum(
+        int(point.value)
+        for metric, attrs, point in points_of(reader)
+        if metric == name and all(attrs.get(k) == v for k, v in attributes.items())
+    )
+
+
+def histogram_count(reader: InMemoryMetricReader, name: str, **attributes: Any) -> int:
+    return sum(
+        int(point.count)
+        for metric, attrs, point in points_of(reader)
+        if metric == name and all(attrs.get(k) == v for k, v in attributes.items())
+    )
+
+
+def measured(service: str) -> tuple[Telemetry, InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    return Telemetry(service, environ={}, metric_readers=(reader,)), reader
+
+
+def test_rpc_requests_errors_and_durations_are_measured_per_method(harness: Harness) -> None:
+    telemetry, reader = measured("points")
+    points = harness.start("points", telemetry=telemetry)
+    client = PointsClient(points.channel())
+    client.credit("c-1", 100)
+    client.credit("c-1", 50)
+    assert refused(lambda: client.hold("c-1", 1_000)).reason == "INSUFFICIENT_POINTS"
+    health_pb2_grpc.HealthStub(points.channel()).Check(health_pb2.HealthCheckRequest())
+
+    method = {"rpc.service": "loyalty.points.v1.PointsService"}
+    assert value(reader, "loyalty.rpc.server.requests", **method, **{"rpc.method": "CreditPoints"}) == 2
+    assert (
+        value(reader, "loyalty.rpc.server.requests", **{"rpc.method": "CreditPoints", "rpc.grpc.status_code": "OK"})
+        == 2
+    )
+    assert (
+        value(
+            reader,
+            "loyalty.rpc.server.errors",
+            **{
+                "rpc.method": "HoldPoints",
+                "rpc.grpc.status_code": "FAILED_PRECONDITION",
+                "loyalty.rpc.reason": "INSUFFICIENT_POINTS",
+            },
+        )
+        == 1
+    )
+    assert value(reader, "loyalty.rpc.server.errors", **{"rpc.method": "CreditPoints"}) == 0
+    assert histogram_count(reader, "loyalty.rpc.server.duration", **{"rpc.method": "CreditPoints"}) == 2
+    assert histogram_count(reader, "loyalty.rpc.server.duration", **{"rpc.method": "HoldPoints"}) == 1
+    assert not [attrs for name, attrs, _ in points_of(reader) if "Health" in str(attrs.get("rpc.service"))]
+
+
+def test_points_credited_spent_and_expired_are_counted_once(harness: Harness, clock: ManualClock) -> None:
+    telemetry, reader = measured("points")
+    client = PointsClient(harness.start("points", telemetry=telemetry).channel())
+    client.credit("c-1", 100, "CAMPAIGN", request_id="credit-1")
+    client.credit("c-1", 100, "CAMPAIGN", request_id="credit-1")  # a replay: nothing new
+    client.credit("c-1", 30, "PURCHASE", pending=True, reference="order-9")
+    client.credit("c-2", 40, "CAMPAIGN", expires_at=clock.now() + timedelta(days=1))
+    client.credit("c-3", 25, "CAMPAIGN", expires_at=clock.now() + timedelta(days=1))
+    hold = client.hold("c-1", 60)
+    client.capture(hold.hold_id)
+    clock.advance(timedelta(days=2))
+    client.credit("c-3", 1, "CAMPAIGN")  # c-3's book settles first: its lot expires here, not in the job
+    assert client.expire(request_id="expire-1").points_expired == 40
+    client.expire(request_id="expire-1")  # a replayed job run
+    client.expire(request_id="expire-2")  # nothing left to expire
+
+    assert value(reader, "loyalty.points.credited", source="CAMPAIGN", pending=False) == 166
+    assert value(reader, "loyalty.points.credited", source="PURCHASE", pending=True) == 30
+    assert value(reader, "loyalty.points.spent") == 60
+    assert value(reader, "loyalty.points.expired") == 65
+
+
+def test_money_topped_up_is_counted_when_the_top_up_succeeds(harness: Harness) -> None:
+    telemetry, reader = measured("wallet")
+    harness.start("points")
+    harness.start("promotions")
+    wallet = harness.start("wallet", telemetry=telemetry)
+    stub = wallet_pb2_grpc.WalletServiceStub(wallet.channel())
+    request = wallet_pb2.TopUpRequest(request_id="t-1", customer_id="c-1", amount=rub(250_000), card_token="tok_ok")
+    stub.TopUp(request)
+    stub.TopUp(request)  # a retry of the same top-up
+    declined = wallet_pb2.TopUpRequest(
+        request_id="t-2", customer_id="c-1", amount=rub(10_000), card_token="tok_declined"
+    )
+    assert refused(lambda: stub.TopUp(declined)).reason == "CARD_DECLINED"
+    assert value(reader, "loyalty.wallet.topped_up", currency="RUB") == 250_000
+
+
+def test_outbox_backlog_age_and_deliveries(harness: Harness, clock: ManualClock) -> None:
+    telemetry, reader = measured("promotions")
+    points = harness.start("points")
+    promotions = harness.start("promotions", telemetry=telemetry, background_relay=False)
+    assert value(reader, "loyalty.outbox.pending") == 0
+    record_contacts_updated(promotions)
+    clock.advance(timedelta(seconds=90))
+    assert value(reader, "loyalty.outbox.pending") == 1
+    assert value(reader, "loyalty.outbox.oldest_age") == 90
+    assert promotions.app.runtime.relay.deliver_due() == 1
+    assert value(reader, "loyalty.outbox.pending") == 0
+    assert value(reader, "loyalty.outbox.oldest_age") == 0
+    assert value(reader, "loyalty.outbox.deliveries", outcome="delivered") == 1
+    assert points.target  # the receiver was up
+
+
+def test_saga_failures_and_http_routes_are_recorded_through_the_shared_api() -> None:
+    telemetry, reader = measured("gateway")
+    metrics = telemetry.metrics
+    metrics.saga_failed("hold_money")
+    metrics.saga_failed("hold_money")
+    metrics.saga_failed("not-a-step")
+    with metrics.http_request("POST", "/v1/orders/{order_id}/pay") as done:
+        done(201)
+    with pytest.raises(RuntimeError), metrics.http_request("GET", "/v1/wallet"):
+        raise RuntimeError("handler crashed")
+    assert value(reader, "loyalty.checkout.saga.failures", step="hold_money") == 2
+    assert value(reader, "loyalty.checkout.saga.failures", step="other") == 1
+    route = {"http.route": "/v1/orders/{order_id}/pay", "http.response.status_code": 201}
+    assert value(reader, "loyalty.http.server.requests", **route) == 1
+    assert histogram_count(reader, "loyalty.http.server.duration", **route) == 1
+    assert (
+        value(reader, "loyalty.http.server.requests", **{"http.route": "/v1/wallet", "http.response.status_code": 500})
+        == 1
+    )
+
+
+def test_the_prometheus_endpoint_serves_the_service_metrics(harness: Harness) -> None:
+    port = free_port()
+    points = harness.start("points", METRICS_PORT=str(port))
+    PointsClient(points.channel()).credit("c-1", 7)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    lines = body.splitlines()
+    assert any(
+        line.startswith("loyalty_rpc_server_requests_total{")
+        and 'rpc_method="CreditPoints"' in line
+        and line.endswith(" 1.0")
+        for line in lines
+    ), body
+    assert any(line.startswith("loyalty_points_credited_total{") and line.endswith(" 7.0") for line in lines)
+    assert any(line.startswith("loyalty_rpc_server_duration_seconds_bucket{") for line in lines)
+    assert any(line.startswith("loyalty_outbox_pending") for line in lines)
+    assert 'service_name="points"' in body
+
+
+def test_the_asgi_middleware_labels_requests_by_route_template_never_by_path() -> None:
+    telemetry, reader = measured("gateway")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"].startswith("/v1/orders/"):
+            scope["route"] = SimpleNamespace(path="/v1/orders/{order_id}")  # what Starlette's router does
+            if scope["path"].endswith("/boom"):
+                raise RuntimeError("handler crashed")
+            await send({"type": "http.response.start", "status": 200})
+        else:
+            await send({"type": "http.response.start", "status": 404 if scope["path"] != "/healthz" else 200})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = HttpMetricsMiddleware(app, telemetry.metrics)
+
+    async def call(path: str) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        async def send(_message: dict[str, Any]) -> None:
+            return None
+
+        await middleware({"type": "http", "method": "GET", "path": path}, receive, send)
+
+    async def traffic() -> None:
+        for order in ("o-1", "o-2", "o-3"):
+            await call(f"/v1/orders/{order}")
+        await call("/no/such/page")
+        await call("/healthz")
+        with pytest.raises(RuntimeError):
+            await call("/v1/orders/o-4/boom")
+
+    asyncio.run(traffic())
+    routes = {attrs["http.route"] for name, attrs, _ in points_of(reader) if name == "loyalty.http.server.requests"}
+    assert routes == {"/v1/orders/{order_id}", "unmatched"}
+    assert value(reader, "loyalty.http.server.requests", **{"http.route": "/v1/orders/{order_id}"}) == 4
+    ok = {"http.route": "/v1/orders/{order_id}", "http.response.status_code": 200}
+    assert histogram_count(reader, "loyalty.http.server.duration", **ok) == 3
+    crashed = {"http.route": "/v1/orders/{order_id}", "http.response.status_code": 500}
+    assert value(reader, "loyalty.http.server.requests", **crashed) == 1
+    assert value(reader, "loyalty.http.server.requests", **{"http.response.status_code": 404}) == 1
