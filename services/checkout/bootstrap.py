@@ -60,6 +60,7 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         idempotency=runtime.idempotency,
         clock=runtime.clock,
         config=config,
+        metrics=runtime.telemetry.metrics,
     )
     servicer = CheckoutServicer(
         database=runtime.db,

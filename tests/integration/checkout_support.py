@@ -16,6 +16,7 @@ from loyalty.common.v1 import payment_pb2
 from loyalty.points.v1 import points_pb2
 
 from shared.protoconv import money
+from shared.telemetry import Telemetry
 from tests.clients import PointsClient, rid
 from tests.harness import Harness, RunningService
 from tests.integration.wallet_support import WalletClient
@@ -160,12 +161,12 @@ class Balances:
     points_held: int
 
 
-def start_platform(harness: Harness, **checkout_overrides: str) -> Platform:
+def start_platform(harness: Harness, telemetry: Telemetry | None = None, **checkout_overrides: str) -> Platform:
     """Points, Promotions, Wallet and Checkout with their relays off: the tests deliver."""
     services = {}
     for name in ("points", "promotions", "wallet"):
         services[name] = harness.start(name, background_relay=False)
-    services["checkout"] = harness.start("checkout", background_relay=False, **checkout_overrides)  # type: ignore[arg-type]
+    services["checkout"] = harness.start("checkout", background_relay=False, telemetry=telemetry, **checkout_overrides)  # type: ignore[arg-type]
     platform = Platform(
         harness=harness,
         services=services,

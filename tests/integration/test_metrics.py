@@ -226,3 +226,18 @@ def test_the_asgi_middleware_labels_requests_by_route_template_never_by_path() -
     crashed = {"http.route": "/v1/orders/{order_id}", "http.response.status_code": 500}
     assert value(reader, "loyalty.http.server.requests", **crashed) == 1
     assert value(reader, "loyalty.http.server.requests", **{"http.response.status_code": 404}) == 1
+
+
+def test_a_failed_checkout_saga_is_counted_by_the_step_that_failed(harness: Harness) -> None:
+    from tests.integration.checkout_support import CARD, CheckoutClient, fund, start_platform
+
+    telemetry, reader = measured("checkout")
+    platform = start_platform(harness, telemetry=telemetry)
+    fund(platform, "m-1", money_minor=10_000)
+    checkout = CheckoutClient(platform.services["checkout"].channel())
+    assert refused(lambda: checkout.place("m-1", ("kettle", 1))).reason == "INSUFFICIENT_FUNDS"
+    assert refused(lambda: checkout.place("m-1", ("kettle", 1), method=CARD, token="tok_declined")).reason == (
+        "CARD_DECLINED"
+    )
+    checkout.place("m-1", ("pen", 1))  # paid: not counted
+    assert value(reader, "loyalty.checkout.saga.failures", step="hold_money") == 2

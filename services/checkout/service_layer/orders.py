@@ -42,6 +42,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound, PeerUnavailable
 from shared.idempotency import Idempotency, request_fingerprint, validate_request_id
+from shared.metrics import Metrics
 from shared.outbox import Outbox
 from shared.validation import validate_customer_id
 
@@ -50,6 +51,14 @@ log = logging.getLogger(__name__)
 METHODS = {payment_pb2.PAYMENT_METHOD_WALLET: "WALLET", payment_pb2.PAYMENT_METHOD_CARD: "CARD"}
 METHOD_VALUES = {name: value for value, name in METHODS.items()}
 RETURN_STEPS = ("REFUND", "RETURN_POINTS", "REVERSE")
+# The saga steps as shared.metrics names them (the saga failures counter).
+METRIC_STEPS = {
+    Step.RESERVE_CODE: "reserve_promo_code",
+    Step.HOLD_POINTS: "hold_points",
+    Step.HOLD_MONEY: "hold_money",
+    Step.CAPTURE_MONEY: "capture_money",
+    Step.CAPTURE_POINTS: "capture_points",
+}
 AFTER_DELIVERY = (OrderStatus.DELIVERED, OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED)
 
 
@@ -125,7 +134,9 @@ class Orders:
         idempotency: Idempotency,
         clock: Clock,
         config: SagaConfig,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics.noop()
         self._db = database
         self._pricer = pricer
         self._peers = peers
@@ -331,6 +342,7 @@ class Orders:
         def change(uow: UnitOfWork, order: OrderRow) -> None:
             state = saga_state(order)
             if state.status == OrderStatus.PENDING and not state.compensating and step in state.forward():
+                uow.on_commit(lambda: self._metrics.saga_failed(METRIC_STEPS.get(step, "other")))
                 order.compensating = True
                 order.refused_step = step.value
                 order.failure_reason = error.reason
@@ -858,6 +870,7 @@ class Orders:
         def change(uow: UnitOfWork, order: OrderRow) -> None:
             too_old = order.created_at <= now - self.config.give_up_after
             if order.status == OrderStatus.PENDING.value and not order.compensating and too_old:
+                uow.on_commit(lambda: self._metrics.saga_failed("compensate"))
                 order.compensating = True
                 order.failure_reason = "SAGA_TIMEOUT"
                 order.failure_message = f"the order could not be completed in time ({order.last_error})"[:500]
