@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from opentelemetry import trace
+from opentelemetry.propagate import extract
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import TokenVerifier
@@ -37,8 +38,8 @@ machine-readable `reason`.
 
 class RequestContext:
     """Request id (the client's `X-Request-Id` or a new one), echoed back and sent to every
-    backend; one server span per request (the gRPC client spans are its children); one access log
-    line per request."""
+    backend; one server span per request, continuing the caller's `traceparent` when it sent one
+    (the gRPC client spans are its children); one access log line per request."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         self.app = app
@@ -48,7 +49,8 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or []}
+        sent = headers.get("x-request-id", "")
         request_id = sent if _CLIENT_REQUEST_ID.match(sent) else uuid.uuid4().hex
         token = current_request_id.set(request_id)
         status = {"code": 500}
@@ -61,7 +63,10 @@ class RequestContext:
             await send(message)
 
         method = scope["method"]
-        with self.tracer.start_as_current_span(f"{method} {scope['path']}", kind=trace.SpanKind.SERVER) as span:
+        # A caller's W3C `traceparent` makes this request part of the caller's trace.
+        with self.tracer.start_as_current_span(
+            f"{method} {scope['path']}", kind=trace.SpanKind.SERVER, context=extract(headers)
+        ) as span:
             span.set_attribute("http.request.method", method)
             span.set_attribute("url.path", scope["path"])
             span.set_attribute("loyalty.request_id", request_id)

@@ -36,3 +36,20 @@ def test_an_http_request_is_one_trace_through_the_gateway_into_the_service(harne
     assert client.name.endswith("PointsService/GetBalance")
     service_server = [s for s in service_spans.get_finished_spans() if s.name.endswith("PointsService/GetBalance")]
     assert [s.context.trace_id for s in service_server] == [server.context.trace_id]
+
+
+def test_a_callers_traceparent_is_continued(harness: Harness) -> None:
+    spans = InMemorySpanExporter()
+    points = harness.start("points")
+    telemetry = Telemetry("gateway", environ={}, processors=(SimpleSpanProcessor(spans),))
+    app = create_app(gateway_settings({"points": points.target}), telemetry=telemetry)
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    try:
+        with TestClient(app) as api:
+            headers = {**as_customer(customer_id()), "traceparent": f"00-{trace_id}-{parent_id}-01"}
+            assert api.get("/v1/points", headers=headers).status_code == 200
+    finally:
+        close(app)
+    server = next(span for span in spans.get_finished_spans() if span.kind.name == "SERVER")
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert server.parent is not None and format(server.parent.span_id, "016x") == parent_id
