@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared.errors import DomainError, to_status
+from shared.errors import DomainError, InvalidArgument, to_status
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,51 @@ def _domain_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]
         raise
 
 
+def nul_field(message: Message, prefix: str = "") -> str | None:
+    """The path of the first string field holding a NUL character, or None. A database cannot
+    store one (PostgreSQL refuses it), so a request carrying one is refused up front as bad input
+    instead of failing deep inside."""
+    for descriptor, value in message.ListFields():
+        path = f"{prefix}{descriptor.name}"
+        repeated = descriptor.is_repeated
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return path
+                found = nul_field(item, f"{path}.") if isinstance(item, Message) else None
+                if found or (isinstance(item, str) and "\x00" in item):
+                    return found or path
+        elif descriptor.type == descriptor.TYPE_STRING:
+            if any("\x00" in item for item in (value if repeated else [value])):
+                return path
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            for index, item in enumerate(value if repeated else [value]):
+                found = nul_field(item, f"{path}[{index}]." if repeated else f"{path}.")
+                if found:
+                    return found
+    return None
+
+
+def _refuse_nul(request: Any) -> None:
+    if isinstance(request, Message):
+        path = nul_field(request)
+        if path is not None:
+            raise InvalidArgument.field(path, "must not contain a NUL character", "INVALID_CHARACTERS")
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        _refuse_nul(request)
+        yield request
+
+
 def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         with _domain_errors(context, method):
+            if isinstance(request, Message):
+                _refuse_nul(request)
+            else:  # a client stream
+                request = _checked(request)
             return behaviour(request, context)
 
     return handle
@@ -81,6 +124,10 @@ def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: s
 def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with _domain_errors(context, method):
+            if isinstance(request, Message):
+                _refuse_nul(request)
+            else:
+                request = _checked(request)
             yield from behaviour(request, context)
 
     return handle

@@ -302,3 +302,14 @@ def test_order_statistics_per_customer_over_a_period(platform: Platform, clock: 
     assert [r.customer_id for r in rest.statistics] == ["s-2"] and not rest.next_page_token
     too_many = [f"c-{i}" for i in range(1001)]
     assert refused(lambda: stats(*too_many)).reason == "TOO_MANY_CUSTOMERS"
+
+
+def test_a_nul_character_anywhere_in_a_request_is_bad_input_and_changes_nothing(platform: Platform) -> None:
+    """PostgreSQL cannot store NUL: every service refuses it up front, naming the field."""
+    api = platform.checkout
+    error = refused(lambda: api.upsert("nul", "Bad\x00title", "toys", 100))
+    assert (error.reason, [v.field for v in error.field_violations]) == ("INVALID_CHARACTERS", ["product.title"])
+    error = refused(lambda: api.place("c-1", ("kettle", 1), ("pen\x00", 1)))
+    assert [v.field for v in error.field_violations] == ["lines[1].sku"]
+    assert refused(lambda: platform.points.credit("c\x00", 5)).reason == "INVALID_CHARACTERS"
+    assert refused(lambda: api.stub.GetProduct(pb.GetProductRequest(sku="nul"))).reason == "PRODUCT_NOT_FOUND"
