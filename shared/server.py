@@ -109,14 +109,19 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
+def _screened(request: Any) -> Any:
+    """The request, refused if it carries a NUL; a client stream is checked message by message."""
+    if isinstance(request, Message):
+        _refuse_nul(request)
+    elif isinstance(request, Iterator):
+        return _checked(request)
+    return request  # raw bytes of a generic handler
+
+
 def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         with _domain_errors(context, method):
-            if isinstance(request, Message):
-                _refuse_nul(request)
-            else:  # a client stream
-                request = _checked(request)
-            return behaviour(request, context)
+            return behaviour(_screened(request), context)
 
     return handle
 
@@ -124,11 +129,7 @@ def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: s
 def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with _domain_errors(context, method):
-            if isinstance(request, Message):
-                _refuse_nul(request)
-            else:
-                request = _checked(request)
-            yield from behaviour(request, context)
+            yield from behaviour(_screened(request), context)
 
     return handle
 
