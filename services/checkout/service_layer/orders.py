@@ -268,20 +268,28 @@ class Orders:
         uow.session.add(order)
         uow.session.add(OrderEventRow(order_id=order.order_id, status=status.value, time=now, reason=reason))
 
-    def claim(self, order_id: str) -> str | None:
-        """Take the order's lease if nobody holds it; the new owner's id, or None."""
+    def _take_lease(self, load: Callable[[CheckoutRepository], OrderRow | ReturnRow | None]) -> str | None:
+        """Take the lease of a saga's row (an order or a return) if nobody holds it: the new
+        owner's id, or None when the row is missing, finished or held."""
         owner = str(uuid.uuid4())
         now = self._clock.now()
         with self._db.unit_of_work() as uow:
-            order = CheckoutRepository(uow.session).order(order_id, lock=True)
-            if order is None or not order.saga_open:
+            row = load(CheckoutRepository(uow.session))
+            if row is None or (row.lease_owner and row.lease_until is not None and row.lease_until > now):
                 return None
-            if order.lease_owner and order.lease_until is not None and order.lease_until > now:
-                return None
-            order.lease_owner, order.lease_until = owner, now + self.config.lease
-            uow.session.add(order)
+            row.lease_owner, row.lease_until = owner, now + self.config.lease
+            uow.session.add(row)
             uow.commit()
         return owner
+
+    def claim(self, order_id: str) -> str | None:
+        """Take the order's lease if its saga is open and nobody holds it."""
+
+        def load(repo: CheckoutRepository) -> OrderRow | None:
+            order = repo.order(order_id, lock=True)
+            return order if order is not None and order.saga_open else None
+
+        return self._take_lease(load)
 
     def _record(self, order_id: str, owner: str, change: Callable[[UnitOfWork, OrderRow], None]) -> None:
         with self._db.unit_of_work() as uow:
@@ -740,18 +748,13 @@ class Orders:
         return return_id, self.snapshot(request.order_id)
 
     def claim_return(self, return_id: str) -> str | None:
-        owner = str(uuid.uuid4())
-        now = self._clock.now()
-        with self._db.unit_of_work() as uow:
-            row = CheckoutRepository(uow.session).return_row(return_id, lock=True)
-            if row is None or row.status != "PENDING":
-                return None
-            if row.lease_owner and row.lease_until is not None and row.lease_until > now:
-                return None
-            row.lease_owner, row.lease_until = owner, now + self.config.lease
-            uow.session.add(row)
-            uow.commit()
-        return owner
+        """Take the return's lease if it is still PENDING and nobody holds it."""
+
+        def load(repo: CheckoutRepository) -> ReturnRow | None:
+            row = repo.return_row(return_id, lock=True)
+            return row if row is not None and row.status == "PENDING" else None
+
+        return self._take_lease(load)
 
     def drive_return(self, return_id: str, owner: str) -> bool:
         """Refund, give points back, reverse the earned ones, then COMPLETED. True when done."""
