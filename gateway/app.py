@@ -7,6 +7,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -20,10 +22,12 @@ from gateway.deps import storable_parameters
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, install
 from gateway.routes import ROUTERS
 from gateway.settings import GatewaySettings
+from shared.metrics import HttpMetricsMiddleware
 from shared.telemetry import VERSION, Telemetry
 
 log = logging.getLogger("gateway.access")
 
+PROBES = frozenset({"/healthz", "/readyz"})
 _CLIENT_REQUEST_ID = re.compile(r"^[!-~]{1,128}$")
 
 DESCRIPTION = """HTTP/JSON API of the loyalty platform for the checkout frontend and operators.
@@ -63,9 +67,14 @@ class RequestContext:
             await send(message)
 
         method = scope["method"]
-        # A caller's W3C `traceparent` makes this request part of the caller's trace.
-        with self.tracer.start_as_current_span(
-            f"{method} {scope['path']}", kind=trace.SpanKind.SERVER, context=extract(headers)
+        # A caller's W3C `traceparent` makes this request part of the caller's trace. Probes are
+        # not traced (a kubelet polling them would fill the trace store); INVALID_SPAN records nothing.
+        with (
+            self.tracer.start_as_current_span(
+                f"{method} {scope['path']}", kind=trace.SpanKind.SERVER, context=extract(headers)
+            )
+            if scope["path"] not in PROBES
+            else trace.use_span(trace.INVALID_SPAN)
         ) as span:
             span.set_attribute("http.request.method", method)
             span.set_attribute("url.path", scope["path"])
@@ -96,12 +105,20 @@ def create_app(
     settings: GatewaySettings, *, backends: Backends | None = None, telemetry: Telemetry | None = None
 ) -> FastAPI:
     telemetry = telemetry or Telemetry("gateway")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The Prometheus endpoint (`/metrics` on METRICS_PORT, when set), stopped by `close`.
+        telemetry.serve_metrics(settings.host)
+        yield
+
     app = FastAPI(
         title="Loyalty platform gateway",
         version=VERSION,
         description=DESCRIPTION,
         responses=PROBLEM_RESPONSES,
         dependencies=[Depends(storable_parameters)],
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings.jwt_secret, jwks_url=settings.jwks_url, audience=settings.jwt_audience)
@@ -117,7 +134,9 @@ def create_app(
         app.include_router(router)
     install(app)
     _problems_as_problem_json(app)
-    app.add_middleware(RequestContext, telemetry=telemetry)
+    # Per-route request count and duration, labelled by the route template; probes not measured.
+    app.add_middleware(HttpMetricsMiddleware, metrics=telemetry.metrics, exclude_paths=PROBES)
+    app.add_middleware(RequestContext, telemetry=telemetry)  # outermost: the span covers the rest
     return app
 
 

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.checkout.v1 import checkout_pb2_grpc
 from loyalty.points.v1 import points_pb2_grpc
-from loyalty.promotions.v1 import promotions_pb2_grpc
+from loyalty.promotions.v1 import experiments_pb2_grpc, promotions_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2_grpc
 
 from shared.peers import Peers
@@ -49,6 +49,8 @@ class Backends:
         self.wallet = wallet_pb2_grpc.WalletServiceStub(self.peers.channel("wallet"))
         self.points = points_pb2_grpc.PointsServiceStub(self.peers.channel("points"))
         self.promotions = promotions_pb2_grpc.PromotionsServiceStub(self.peers.channel("promotions"))
+        # ExperimentsService is served by the Promotions process.
+        self.experiments = experiments_pb2_grpc.ExperimentsServiceStub(self.peers.channel("promotions"))
         self.checkout = checkout_pb2_grpc.CheckoutServiceStub(self.peers.channel("checkout"))
 
     def call(self, method: Callable[..., Resp], request: object, *, deadline_ms: int | None = None) -> Resp:

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.routes import admin_checkout, admin_customers, admin_jobs, admin_promotions, checkout, ops, points, wallet
+from gateway.routes import (
+    admin_checkout,
+    admin_customers,
+    admin_experiments,
+    admin_jobs,
+    admin_promotions,
+    checkout,
+    ops,
+    points,
+    wallet,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
@@ -15,5 +25,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_checkout.router,
     admin_customers.router,
     admin_promotions.router,
+    admin_experiments.router,
     admin_jobs.router,
 )

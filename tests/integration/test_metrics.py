@@ -1,6 +1,6 @@
 """Metrics appear after calls: per-RPC requests, errors (with reason) and durations; business
 counters counted once (a replay counts nothing); outbox backlog and age; the Prometheus scrape
-endpoint; and the HTTP helper the gateway will use."""
+endpoint; the HTTP middleware, and the gateway's per-route metrics on its own endpoint."""
 
 from __future__ import annotations
 
@@ -241,3 +241,40 @@ def test_a_failed_checkout_saga_is_counted_by_the_step_that_failed(harness: Harn
     )
     checkout.place("m-1", ("pen", 1))  # paid: not counted
     assert value(reader, "loyalty.checkout.saga.failures", step="hold_money") == 2
+
+
+def test_the_gateway_measures_each_request_by_route_template_on_its_prometheus_endpoint(harness: Harness) -> None:
+    from fastapi.testclient import TestClient
+
+    from gateway.app import close, create_app
+    from tests.integration.gateway_support import as_operator, gateway_settings, key
+
+    points = harness.start("points")
+    port = free_port()
+    telemetry = Telemetry("gateway", environ={"METRICS_PORT": str(port)})
+    app = create_app(gateway_settings({"points": points.target}, GATEWAY_HOST="127.0.0.1"), telemetry=telemetry)
+    try:
+        with TestClient(app) as api:  # its start-up opens the endpoint
+            for customer in ("c-http-1", "c-http-2"):
+                answer = api.post(
+                    f"/v1/admin/customers/{customer}/points-adjustments",
+                    json={"points": 5, "reason": "goodwill"},
+                    headers=as_operator(key=key()),
+                )
+                assert answer.status_code == 201, answer.text
+            assert api.get("/no/such/page").status_code == 404
+            assert api.get("/healthz").status_code == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                body = response.read().decode()
+    finally:
+        close(app)
+    requests = [line for line in body.splitlines() if line.startswith("loyalty_http_server_requests_total{")]
+    route = 'http_route="/v1/admin/customers/{customer_id}/points-adjustments"'
+    assert [line for line in requests if route in line and 'http_response_status_code="201"' in line and
+            'http_request_method="POST"' in line and line.endswith(" 2.0")], body  # fmt: skip
+    assert any('http_route="unmatched"' in line and line.endswith(" 1.0") for line in requests), body
+    assert not [line for line in requests if "c-http-" in line or "/healthz" in line or "/no/such" in line]
+    assert any(
+        line.startswith("loyalty_http_server_duration_seconds_bucket{") and route in line for line in body.splitlines()
+    )
+    assert 'service_name="gateway"' in body
