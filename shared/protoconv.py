@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import money_pb2
 
@@ -79,3 +80,9 @@ def money_minor(message: money_pb2.Money, field: str) -> int:
     if message.amount_minor < 0:
         raise InvalidArgument.field(f"{field}.amount_minor", "must not be negative", "NEGATIVE_AMOUNT")
     return message.amount_minor
+
+
+def to_duration(delta: timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(delta)
+    return duration

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection, text
+
 from shared.db import Database
 from shared.settings import SERVICES, Env
 
@@ -46,6 +48,11 @@ class Audit:
 
     def mismatch(self, check: str, detail: str) -> None:
         self.findings.append(Finding(self.service, check, detail))
+
+
+def totals(connection: Connection, sql: str) -> dict[str, int]:
+    """A `SELECT key, amount` query (one row per key) as a dict of whole numbers."""
+    return {str(key): int(amount) for key, amount in connection.execute(text(sql))}
 
 
 def compare(

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 class PeriodicWorker:
-    def __init__(self, name: str, interval_seconds: float, work: Callable[[], object]) -> None:
+    def __init__(self, name: str, interval_seconds: int, work: Callable[[], object]) -> None:
         self.name = name
         self._interval = interval_seconds
         self._work = work
@@ -33,7 +33,7 @@ class PeriodicWorker:
                 log.exception("%s run failed; trying again in %s s", self.name, self._interval)
             self._stop.wait(self._interval)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout_seconds: int = 10) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout_seconds)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from google.protobuf.duration_pb2 import Duration
 from loyalty.common.v1 import payment_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
@@ -17,15 +16,9 @@ from shared.db import UnitOfWork
 from shared.errors import NotFound
 from shared.outbox import Outbox
 from shared.peers import Peers
-from shared.protoconv import method_path, money, to_timestamp
+from shared.protoconv import method_path, money, to_duration, to_timestamp
 
 ACTIVATE_PENDING_POINTS = method_path(points_pb2.DESCRIPTOR, "PointsService", "ActivatePendingPoints")
-
-
-def _ttl(ttl: timedelta) -> Duration:
-    duration = Duration()
-    duration.FromTimedelta(ttl)
-    return duration
 
 
 class PeerServices:
@@ -134,7 +127,7 @@ class PeerServices:
             customer_id=customer_id,
             points=points,
             reference=reference,
-            ttl=_ttl(self._hold_ttl),
+            ttl=to_duration(self._hold_ttl),
         )
         return self._peers.call(self._points.HoldPoints, request, idempotent=True).hold
 
@@ -169,7 +162,7 @@ class PeerServices:
             reference=reference,
             payment_method=payment_method,
             card_token=card_token,
-            ttl=_ttl(self._hold_ttl),
+            ttl=to_duration(self._hold_ttl),
         )
         return self._peers.call(self._wallet.HoldMoney, request, idempotent=True).hold
 

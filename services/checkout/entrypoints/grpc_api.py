@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty.common.v1 import payment_pb2
@@ -23,7 +22,7 @@ from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency
 from shared.pagination import decode_token, encode_token, page_size
-from shared.protoconv import from_timestamp, money, money_minor, optional_timestamp, to_timestamp
+from shared.protoconv import from_timestamp, money, money_minor, optional_timestamp, to_duration, to_timestamp
 from shared.validation import validate_customer_id
 
 R = TypeVar("R", bound=Message)
@@ -34,12 +33,6 @@ MAX_STATISTICS_CUSTOMERS = 1000
 STATUS = {status: getattr(checkout_pb2, f"ORDER_STATUS_{status.value}") for status in OrderStatus}
 STATUS_NAMES = {value: status.value for status, value in STATUS.items()}
 RETURN_STATUS = {"PENDING": checkout_pb2.RETURN_STATUS_PENDING, "COMPLETED": checkout_pb2.RETURN_STATUS_COMPLETED}
-
-
-def duration(delta: timedelta) -> Duration:
-    message = Duration()
-    message.FromTimedelta(delta)
-    return message
 
 
 def product_to_proto(row: ProductRow, policy: PointsPolicy) -> checkout_pb2.Product:
@@ -267,7 +260,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 min_money_per_unit=money(policy.min_money_per_unit_minor),
                 max_points_share_bps=policy.max_points_share_bps,
                 excluded_categories=sorted(policy.excluded_categories),
-                return_window=duration(policy.return_window),
+                return_window=to_duration(policy.return_window),
             )
         )
 

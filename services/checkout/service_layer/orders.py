@@ -34,9 +34,9 @@ from services.checkout.adapters.tables import (
     ReturnLineRow,
     ReturnRow,
 )
-from services.checkout.domain.pricing import PricedLine, Product, merge_lines, return_units
+from services.checkout.domain.pricing import merge_lines, return_units
 from services.checkout.domain.saga import OrderStatus, SagaState, Step, next_step
-from services.checkout.service_layer.pricing import Pricer, order_lines
+from services.checkout.service_layer.pricing import Pricer, promotion_line
 from shared import failpoints
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
@@ -99,6 +99,18 @@ def is_card_number(token: str) -> bool:
 
 def _steps(row: OrderRow | ReturnRow) -> set[str]:
     return {step for step in row.steps_done.split(",") if step}
+
+
+def _learn(create: Callable[[], str]) -> str:
+    """The id of what an uncertain creating step made, learned by replaying it with its request
+    id; empty when the peer refuses it (then nothing was made). A transport failure propagates:
+    the step stays uncertain and is tried again later."""
+    try:
+        return create()
+    except PeerUnavailable:
+        raise
+    except DomainError:
+        return ""
 
 
 def saga_state(order: OrderRow) -> SagaState:
@@ -439,15 +451,12 @@ class Orders:
         raise AssertionError(f"unknown step {step}")
 
     def _reserve_code(self, order: OrderRow) -> promotions_pb2.PromoCodeReservation:
-        with self._db.unit_of_work() as uow:
-            lines = CheckoutRepository(uow.session).lines(order.order_id)
-            uow.session.expunge_all()
         return self._peers.reserve_code(
             f"{order.order_id}:reserve-code",
             customer_id=order.customer_id,
             code=order.promo_code,
             order_id=order.order_id,
-            lines=self._promotion_lines(lines),
+            lines=self._promotion_lines(order.order_id),
         )
 
     def _hold_points(self, order: OrderRow) -> str:
@@ -472,25 +481,22 @@ class Orders:
             raise PeerUnavailable("ACQUIRER_TIMEOUT", "the card authorisation is not settled yet")
         return hold
 
-    @staticmethod
-    def _promotion_lines(lines: Sequence[OrderLineRow]) -> list[promotions_pb2.OrderLine]:
-        priced = [
-            PricedLine(Product(line.sku, line.title, line.category, line.unit_price_minor), line.quantity, False, 0)
-            for line in lines
-        ]
-        return order_lines(priced, [[line.points_applied] for line in lines])
+    def _promotion_lines(self, order_id: str) -> list[promotions_pb2.OrderLine]:
+        """The order's lines as Promotions sees them."""
+        with self._db.unit_of_work() as uow:
+            return [
+                promotion_line(line.sku, line.category, line.quantity, line.unit_price_minor, line.points_applied)
+                for line in CheckoutRepository(uow.session).lines(order_id)
+            ]
 
     def _accrue(
         self, order: OrderRow, method: payment_pb2.PaymentMethod.ValueType
     ) -> Callable[[UnitOfWork, OrderRow], None]:
-        with self._db.unit_of_work() as uow:
-            lines = CheckoutRepository(uow.session).lines(order.order_id)
-            uow.session.expunge_all()
         evaluation = self._peers.accrue(
             f"{order.order_id}:accrue",
             customer_id=order.customer_id,
             order_id=order.order_id,
-            lines=self._promotion_lines(lines),
+            lines=self._promotion_lines(order.order_id),
             payment_method=method,
             wallet_balance_minor=order.wallet_balance_minor,
         )
@@ -516,14 +522,9 @@ class Orders:
 
     def _undo_money(self, order: OrderRow) -> int:
         """Release the money hold, or refund what it captured; the kopecks refunded."""
-        hold_id = order.wallet_hold_id
-        if not hold_id:  # the hold may have been made without being recorded: replay to learn it
-            try:
-                hold_id = self._hold_money(order).hold_id
-            except PeerUnavailable:
-                raise
-            except DomainError:
-                return 0  # refused: nothing was held
+        hold_id = order.wallet_hold_id or _learn(lambda: self._hold_money(order).hold_id)
+        if not hold_id:
+            return 0
         hold = self._peers.money_hold(hold_id)
         if hold.status in (wallet_pb2.HOLD_STATUS_ACTIVE, wallet_pb2.HOLD_STATUS_PENDING):
             self._peers.release_money(f"{order.order_id}:release-money", hold_id, "order not completed")
@@ -542,14 +543,9 @@ class Orders:
         return 0
 
     def _undo_points(self, order: OrderRow) -> None:
-        hold_id = order.points_hold_id
+        hold_id = order.points_hold_id or _learn(lambda: self._hold_points(order))
         if not hold_id:
-            try:
-                hold_id = self._hold_points(order)
-            except PeerUnavailable:
-                raise
-            except DomainError:
-                return
+            return
         hold = self._peers.points_hold(hold_id)
         if hold.status == points_pb2.HOLD_STATUS_ACTIVE:
             self._peers.release_points(f"{order.order_id}:release-points", hold_id, "order not completed")
@@ -563,14 +559,9 @@ class Orders:
             )
 
     def _undo_code(self, order: OrderRow) -> None:
-        reservation_id = order.promo_reservation_id
+        reservation_id = order.promo_reservation_id or _learn(lambda: self._reserve_code(order).reservation_id)
         if not reservation_id:
-            try:
-                reservation_id = self._reserve_code(order).reservation_id
-            except PeerUnavailable:
-                raise
-            except DomainError:
-                return
+            return
         try:
             self._peers.release_code(
                 f"{order.order_id}:release-code", reservation_id, f"order {order.failure_reason or 'cancelled'}"

@@ -54,17 +54,25 @@ class PricedCart:
         return sum(self.unit_points[index])
 
 
+def promotion_line(
+    sku: str, category: str, quantity: int, unit_price_minor: int, points_applied: int
+) -> promotions_pb2.OrderLine:
+    """A line as Promotions sees it: its amount and the part paid with money (line_id is the sku)."""
+    amount = quantity * unit_price_minor
+    return promotions_pb2.OrderLine(
+        line_id=sku,
+        sku=sku,
+        category=category,
+        quantity=quantity,
+        amount=money(amount),
+        money_amount=money(amount - points_applied * KOPECKS_PER_POINT),
+    )
+
+
 def order_lines(lines: Sequence[PricedLine], unit_points: Sequence[Sequence[int]]) -> list[promotions_pb2.OrderLine]:
-    """The cart as Promotions sees it: each line's amount and the part paid with money."""
+    """The priced cart as Promotions sees it."""
     return [
-        promotions_pb2.OrderLine(
-            line_id=line.product.sku,
-            sku=line.product.sku,
-            category=line.product.category,
-            quantity=line.quantity,
-            amount=money(line.amount_minor),
-            money_amount=money(line.amount_minor - sum(points) * KOPECKS_PER_POINT),
-        )
+        promotion_line(line.product.sku, line.product.category, line.quantity, line.product.price_minor, sum(points))
         for line, points in zip(lines, unit_points, strict=True)
     ]
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import text
 
 from shared.db import Database
-from shared.reconcile import Audit
+from shared.reconcile import Audit, totals
 
 
 def audit(database: Database) -> Audit:
@@ -23,11 +23,7 @@ def audit(database: Database) -> Audit:
                 lots[customer][2] += int(held)
             elif status == "PENDING":
                 lots[customer][1] += int(remaining)
-        holds: dict[str, int] = dict(
-            db.execute(
-                text("SELECT customer_id, SUM(points) FROM holds WHERE status = 'ACTIVE' GROUP BY customer_id")
-            ).all()
-        )
+        holds = totals(db, "SELECT customer_id, SUM(points) FROM holds WHERE status = 'ACTIVE' GROUP BY customer_id")
         history = {
             row[0]: (int(row[1]), int(row[2]), int(row[3]))
             for row in db.execute(
@@ -48,7 +44,7 @@ def audit(database: Database) -> Audit:
                     f"{customer}: account available+held/pending/held {available + held}/{pending}/{held},"
                     f" lots {spendable}/{waiting}/{in_holds}",
                 )
-            if held != int(holds.get(customer, 0)):
+            if held != holds.get(customer, 0):
                 result.mismatch(
                     "held equals active holds", f"{customer}: held {held}, active holds {holds.get(customer, 0)}"
                 )
@@ -68,18 +64,10 @@ def audit(database: Database) -> Audit:
         for hold_id, points, allocated in unallocated:
             result.mismatch("holds equal their allocations", f"hold {hold_id}: {points} held, {allocated} allocated")
         result.count("holds", int(db.execute(text("SELECT COUNT(*) FROM holds")).scalar_one()))
-        result.facts["points_captured_by_reference"] = {
-            reference: int(points)
-            for reference, points in db.execute(
-                text(
-                    "SELECT reference, SUM(captured - returned) FROM holds WHERE status = 'CAPTURED' GROUP BY reference"
-                )
-            )
-        }
-        result.facts["wallet_interest_credited"] = {
-            reference: int(points)
-            for reference, points in db.execute(
-                text("SELECT reference, SUM(amount) FROM lots WHERE source = 'WALLET_INTEREST' GROUP BY reference")
-            )
-        }
+        result.facts["points_captured_by_reference"] = totals(
+            db, "SELECT reference, SUM(captured - returned) FROM holds WHERE status = 'CAPTURED' GROUP BY reference"
+        )
+        result.facts["wallet_interest_credited"] = totals(
+            db, "SELECT reference, SUM(amount) FROM lots WHERE source = 'WALLET_INTEREST' GROUP BY reference"
+        )
     return result

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from shared.db import Database
-from shared.reconcile import Audit
+from shared.reconcile import Audit, totals
 
 
 def audit(database: Database) -> Audit:
@@ -17,10 +17,8 @@ def audit(database: Database) -> Audit:
             if spent < 0 or (budget > 0 and spent > budget):
                 result.mismatch("campaigns within budget", f"campaign {campaign_id}: spent {spent} of {budget}")
         result.count("campaigns", len(campaigns))
-        open_reservations: dict[str, int] = dict(
-            db.execute(
-                text("SELECT code, COUNT(*) FROM promo_reservations WHERE status = 'RESERVED' GROUP BY code")
-            ).all()
+        open_reservations = totals(
+            db, "SELECT code, COUNT(*) FROM promo_reservations WHERE status = 'RESERVED' GROUP BY code"
         )
         codes = db.execute(
             text(
@@ -35,7 +33,7 @@ def audit(database: Database) -> Audit:
                 )
             if budget > 0 and budget_used > budget:
                 result.mismatch("promo codes within their budget", f"{code}: {budget_used} of {budget} points")
-            if reserved != int(open_reservations.get(code, 0)):
+            if reserved != open_reservations.get(code, 0):
                 result.mismatch(
                     "reserved counts equal open reservations",
                     f"{code}: reserved_count {reserved}, open reservations {open_reservations.get(code, 0)}",

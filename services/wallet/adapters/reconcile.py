@@ -9,7 +9,7 @@ from sqlalchemy import text
 from services.wallet.adapters.points_peer import interest_key
 from services.wallet.domain.ledger import holds_account, wallet_account
 from shared.db import Database
-from shared.reconcile import Audit
+from shared.reconcile import Audit, totals
 
 
 def audit(database: Database) -> Audit:
@@ -24,21 +24,12 @@ def audit(database: Database) -> Audit:
         for transfer_id, total in unbalanced:
             result.mismatch("every transfer balances", f"transfer {transfer_id} sums to {total}")
         result.count("transfers", int(db.execute(text("SELECT COUNT(*) FROM ledger_transfers")).scalar_one()))
-        postings = {
-            account: int(total)
-            for account, total in db.execute(
-                text("SELECT account_id, SUM(amount_minor) FROM ledger_postings GROUP BY account_id")
-            )
-        }
-        active = {
-            wallet: int(total)
-            for wallet, total in db.execute(
-                text(
-                    "SELECT wallet_id, SUM(amount_minor) FROM holds"
-                    " WHERE status = 'ACTIVE' AND payment_method = 'WALLET' GROUP BY wallet_id"
-                )
-            )
-        }
+        postings = totals(db, "SELECT account_id, SUM(amount_minor) FROM ledger_postings GROUP BY account_id")
+        active = totals(
+            db,
+            "SELECT wallet_id, SUM(amount_minor) FROM holds"
+            " WHERE status = 'ACTIVE' AND payment_method = 'WALLET' GROUP BY wallet_id",
+        )
         wallets = db.execute(text("SELECT wallet_id, balance_minor, held_minor FROM wallets")).all()
         for wallet_id, balance, held in wallets:
             in_wallet = postings.get(wallet_account(wallet_id), 0)
@@ -65,15 +56,11 @@ def audit(database: Database) -> Audit:
             result.mismatch(
                 "holds within their amount", f"hold {hold_id}: {amount} held, {captured} captured, {refunded} refunded"
             )
-        result.facts["money_captured_by_reference"] = {
-            reference: int(total)
-            for reference, total in db.execute(
-                text(
-                    "SELECT reference, SUM(captured_minor - refunded_minor) FROM holds"
-                    " WHERE status = 'CAPTURED' GROUP BY reference"
-                )
-            )
-        }
+        result.facts["money_captured_by_reference"] = totals(
+            db,
+            "SELECT reference, SUM(captured_minor - refunded_minor) FROM holds"
+            " WHERE status = 'CAPTURED' GROUP BY reference",
+        )
         result.facts["interest_posted"] = {
             interest_key(wallet_id, month): int(points)
             for wallet_id, month, points in db.execute(

@@ -10,7 +10,6 @@ with the key first and settle afterwards, so a retry can finish them (see `servi
 from __future__ import annotations
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 from loyalty.common.v1 import payment_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -39,7 +38,15 @@ from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency, request_fingerprint, validate_request_id
 from shared.outbox import OutboxRelay
 from shared.pagination import page_size
-from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, money, optional_timestamp, to_timestamp
+from shared.protoconv import (
+    enum_from_proto,
+    enum_to_proto,
+    from_timestamp,
+    money,
+    optional_timestamp,
+    to_duration,
+    to_timestamp,
+)
 from shared.validation import validate_customer_id
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
@@ -220,8 +227,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             validate_customer_id(request.customer_id)
         view = self._top_ups.limits_for(request.customer_id)
         limits = view.limits
-        ttl = Duration()
-        ttl.FromTimedelta(limits.hold_ttl)
+        ttl = to_duration(limits.hold_ttl)
         response = wallet_pb2.GetLimitsResponse(
             min_top_up=money(limits.min_top_up_minor),
             max_top_up=money(limits.max_top_up_minor),
