@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -19,6 +20,16 @@ T = TypeVar("T")
 
 def rid() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 15) -> bool:
+    """Poll `condition` until it holds or `seconds` have passed; its last answer."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
 
 
 def refused(call: Callable[[], Any]) -> DomainError:

@@ -4,16 +4,13 @@ see every balance a checkout touches."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from loyalty.checkout.v1 import checkout_pb2 as pb
 from loyalty.checkout.v1 import checkout_pb2_grpc
 from loyalty.common.v1 import payment_pb2
-from loyalty.points.v1 import points_pb2
 
 from shared.protoconv import money
 from shared.telemetry import Telemetry
@@ -184,26 +181,3 @@ def fund(platform: Platform, customer: str, *, money_minor: int = 0, points: int
         platform.wallet.top_up(customer, money_minor)
     if points:
         platform.points.credit(customer, points, "CAMPAIGN", reference="welcome")
-
-
-def points_sources(platform: Platform, customer: str) -> dict[str, int]:
-    """Remaining points per source over the customer's lots."""
-    lots = platform.points.stub.ListLots(points_pb2.ListLotsRequest(customer_id=customer, page_size=1000)).lots
-    totals: dict[str, int] = {}
-    for lot in lots:
-        name = points_pb2.PointsSource.Name(lot.source).removeprefix("POINTS_SOURCE_")
-        totals[name] = totals.get(name, 0) + lot.remaining
-    return totals
-
-
-def eventually(check: Callable[[], Any], seconds: float = 20.0) -> Any:
-    import time
-
-    end = time.monotonic() + seconds
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)

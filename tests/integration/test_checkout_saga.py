@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from loyalty.promotions.v1 import promotions_pb2
 
 from shared.clock import ManualClock
 from shared.errors import FailedPrecondition, PeerUnavailable
-from tests.clients import refused, rid
+from tests.clients import eventually, refused, rid
 from tests.harness import Databases, Harness, free_port
 from tests.integration.checkout_support import (
     CATALOGUE,
@@ -246,14 +245,6 @@ def _start_checkout(platform: Platform, database_url: str, port: int, failpoint:
     return process
 
 
-def _wait(check: Callable[[], bool], seconds: float = 30) -> None:
-    end = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError("the order was not recovered in time")
-        time.sleep(0.2)
-
-
 def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platform: Platform, tmp_path: Path) -> None:
     databases = Databases(tmp_path)
     database_url = databases.new("checkout")
@@ -289,7 +280,7 @@ def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platf
                     and balances.pending > 0
                 )
 
-            _wait(recovered)
+            assert eventually(recovered, 30), f"the order killed after {step} was not recovered in time"
             balances = platform.balances(customer)
             assert (balances.wallet, balances.available) == (MONEY - (2 * 50000 - POINTS * 100), 0), step
             process.send_signal(signal.SIGTERM)

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared.clock import ManualClock
+from tests.clients import eventually
 from tests.harness import RunningService
-from tests.integration.checkout_support import eventually
 from tests.integration.gateway_support import as_customer, as_operator, customer_id, gateway_client, key, problem
 
 # sku: (title, category, price in kopecks)
@@ -67,8 +67,19 @@ def order(api: TestClient, customer: str, idem: str, **body: Any) -> Any:
     return api.post("/v1/orders", json=body, headers=as_customer(customer, idem))
 
 
-def settled(check: Callable[[], None]) -> None:
-    eventually(check)
+def settled(check: Callable[[], None], seconds: float = 20) -> None:
+    """Wait until `check` passes (the outboxes deliver in the background); its last failure
+    otherwise."""
+
+    def passes() -> bool:
+        try:
+            check()
+        except AssertionError:
+            return False
+        return True
+
+    if not eventually(passes, seconds):
+        check()
 
 
 def test_catalogue_upsert_creates_then_replaces(api: TestClient) -> None:

@@ -3,15 +3,14 @@ profile actions, earning rules, campaigns, promo codes and the jobs."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from shared.clock import ManualClock
-from tests.clients import PointsClient
+from tests.clients import PointsClient, eventually
 from tests.harness import RunningService
 from tests.integration.gateway_support import as_customer, as_operator, customer_id, gateway_client, key, problem
 
@@ -20,15 +19,6 @@ from tests.integration.gateway_support import as_customer, as_operator, customer
 def api(platform: dict[str, RunningService]) -> Iterator[TestClient]:
     with gateway_client(platform) as client:
         yield client
-
-
-def eventually(condition: Callable[[], bool], seconds: float = 15) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def available(api: TestClient, customer: str) -> int:

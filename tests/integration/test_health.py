@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from shared.server import LIVENESS, GrpcServer
+from tests.clients import eventually
 from tests.harness import Databases, Harness, RunningService
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -25,15 +25,6 @@ def health_of(service: RunningService, name: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(service.channel())
     status: int = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
     return status
-
-
-def eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_every_service_reports_serving(platform: dict[str, RunningService]) -> None:
@@ -48,17 +39,17 @@ def test_losing_the_database_turns_health_to_not_serving_and_back(harness: Harne
     assert health_of(points) == SERVING
     if databases.backend == "postgresql":
         databases.set_accepting(points.database_url, False)
-        assert eventually(lambda: health_of(points) == NOT_SERVING)
+        assert eventually(lambda: health_of(points) == NOT_SERVING, 10)
         assert health_of(points, LIVENESS) == SERVING  # the liveness probe does not restart it
         databases.set_accepting(points.database_url, True)
     else:
         path = Path(make_url(points.database_url).database or "")
         moved = path.with_suffix(".away")
         os.rename(path, moved)
-        assert eventually(lambda: health_of(points) == NOT_SERVING)
+        assert eventually(lambda: health_of(points) == NOT_SERVING, 10)
         assert health_of(points, LIVENESS) == SERVING  # the liveness probe does not restart it
         os.rename(moved, path)
-    assert eventually(lambda: health_of(points) == SERVING)
+    assert eventually(lambda: health_of(points) == SERVING, 10)
 
 
 def test_health_is_not_serving_from_the_moment_a_stop_begins(harness: Harness) -> None:
