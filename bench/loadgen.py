@@ -62,6 +62,7 @@ class Tally:
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.used = time.monotonic()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -69,6 +70,7 @@ class Connection:
         return cls(reader, writer)
 
     async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        self.used = time.monotonic()
         self.writer.write(head + body)
         status_line = await self.reader.readuntil(b"\r\n")
         status = int(status_line.split(b" ", 2)[1])
@@ -84,6 +86,26 @@ class Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# uvicorn closes a keep-alive connection idle for 5 s; ours are dropped before that.
+IDLE_LIMIT = 3.0
+
+
+async def send(connection: Connection | None, plan: Plan, head: bytes, body: bytes) -> tuple[Connection, int, bytes]:
+    """Send on `connection` (or a new one); a connection the server closed meanwhile is replaced
+    and the request sent again, which is safe: orders carry their Idempotency-Key."""
+    if connection is None or time.monotonic() - connection.used > IDLE_LIMIT:
+        if connection is not None:
+            connection.close()
+        connection = await Connection.open(plan.host, plan.port)
+    try:
+        status, answer = await connection.request(head, body)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        connection.close()
+        connection = await Connection.open(plan.host, plan.port)
+        status, answer = await connection.request(head, body)
+    return connection, status, answer
 
 
 class Requests:
@@ -145,15 +167,16 @@ async def closed_loop(plan: Plan, requests: Requests, tally: Tally) -> float:
     counter = iter(range(10**12))
 
     async def worker() -> None:
-        connection = await Connection.open(plan.host, plan.port)
+        connection: Connection | None = None
         try:
             while (now := time.perf_counter()) < end:
                 head, body = requests.build(next(counter))
-                status, answer = await connection.request(head, body)
+                connection, status, answer = await send(connection, plan, head, body)
                 done = time.perf_counter()
                 note(tally, plan, status, answer, done - now, now >= counting_from and done <= end)
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
     await asyncio.gather(*(worker() for _ in range(plan.concurrency)))
     return end - counting_from
@@ -166,9 +189,8 @@ async def open_loop(plan: Plan, requests: Requests, tally: Tally) -> float:
     tasks: list[asyncio.Task[None]] = []
 
     async def one(index: int, due: float) -> None:
-        connection = idle.pop() if idle else await Connection.open(plan.host, plan.port)
         head, body = requests.build(index)
-        status, answer = await connection.request(head, body)
+        connection, status, answer = await send(idle.pop() if idle else None, plan, head, body)
         note(tally, plan, status, answer, time.perf_counter() - due, True)
         idle.append(connection)
 

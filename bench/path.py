@@ -1,7 +1,7 @@
 """Benchmark of the request path: place-order, quote and balance reads through the HTTP gateway,
 with the gRPC transport limit (an echo service) measured in the same run.
 
-    .venv/bin/python -m bench.path [--customers 2000] [--profile var/bench/profile]   (make bench-path)
+    .venv/bin/python -m bench.path [--customers 500] [--profile var/bench/profile]   (make bench-path)
 
 What runs, each as its own process, as `make run` starts them but on PostgreSQL: the four
 services (`python -m services.<name>`) and the gateway (`python -m gateway`), each service on its
@@ -568,8 +568,33 @@ def order_cost(
 # --- reconciliation ----------------------------------------------------------------------------
 
 
+def settle(databases: Databases, timeout: float = 60.0) -> dict[str, int]:
+    """Wait until no order's saga is open (an answer the client gave up on, a 503, may still be
+    completing); the orders by status."""
+    database = Database(databases.urls()["checkout"], pool_size=1)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            with database.engine.connect() as connection:
+                statuses = {
+                    str(status): int(count)
+                    for status, count in connection.execute(text("SELECT status, count(*) FROM orders GROUP BY status"))
+                }
+                open_sagas = connection.execute(text("SELECT count(*) FROM orders WHERE saga_open")).scalar_one()
+            if not open_sagas or time.monotonic() > end:
+                return statuses
+            time.sleep(0.5)
+    finally:
+        database.dispose()
+
+
 def check_balances(platform: Platform, databases: Databases, customers: Sequence[str], loader: Loader) -> dict[str, Any]:
-    placed, money_paid, points_paid = loader.paid()
+    """Money and points never lost or doubled: the balances are what was seeded less what the PAID
+    orders (Checkout's own records) say they took, nothing stays held, every order ended PAID or
+    FAILED, and `shared.reconcile` finds nothing across the four databases. Also: how many
+    orders the clients were told were placed (201) against how many were."""
+    placed, _money_201, _points_201 = loader.paid()
+    statuses = settle(databases)
     wallet_channel = grpc.insecure_channel(platform.target("wallet"))
     points_channel = grpc.insecure_channel(platform.target("points"))
     wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
@@ -593,35 +618,38 @@ def check_balances(platform: Platform, databases: Databases, customers: Sequence
     dbs = {name: Database(url, pool_size=1) for name, url in databases.urls().items()}
     try:
         with dbs["checkout"].engine.connect() as connection:
-            statuses = {
-                str(status): int(count)
-                for status, count in connection.execute(text("SELECT status, count(*) FROM orders GROUP BY status"))
-            }
+            money_paid, points_paid = connection.execute(
+                text(
+                    "SELECT coalesce(sum(money_paid_minor - money_refunded_minor), 0), coalesce(sum(points_applied), 0) "
+                    "FROM orders WHERE status = 'PAID'"
+                )
+            ).one()
         audits, _checked, cross = reconcile(dbs)
     finally:
         for database in dbs.values():
             database.dispose()
     findings = [str(f) for audit in audits for f in audit.findings] + [str(f) for f in cross]
-    expected_money = len(customers) * TOP_UP_MINOR - money_paid
-    expected_points = len(customers) * POINTS_CREDIT - points_paid
+    expected_money = len(customers) * TOP_UP_MINOR - int(money_paid)
+    expected_points = len(customers) * POINTS_CREDIT - int(points_paid)
+    ended = statuses.get("PAID", 0) + statuses.get("FAILED", 0)
     ok = (
         money_left == expected_money
         and points_left == expected_points
         and money_held == 0
         and points_held == 0
-        and statuses.get("PAID", 0) == placed
-        and sum(statuses.values()) == statuses.get("PAID", 0) + statuses.get("FAILED", 0)
+        and sum(statuses.values()) == ended
+        and statuses.get("PAID", 0) >= placed
         and not findings
     )
     return {
         "ok": ok,
-        "orders_placed_201": placed,
+        "orders_answered_201": placed,
         "orders_by_status": statuses,
-        "money_paid_minor": money_paid,
+        "money_paid_minor": int(money_paid),
         "wallet_balances_minor": money_left,
         "wallet_expected_minor": expected_money,
         "wallet_held_minor": money_held,
-        "points_paid": points_paid,
+        "points_paid": int(points_paid),
         "points_available": points_left,
         "points_expected": expected_points,
         "points_held": points_held,
@@ -638,7 +666,7 @@ def ints(text_value: str) -> list[int]:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.path", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--concurrency", default="4,8,16,32,64", help="closed-loop levels of the saturation search")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds of each saturation level")
     parser.add_argument("--warmup", type=float, default=3.0)
