@@ -68,7 +68,7 @@ def serve(mode: str, port: int) -> int:
         server.add_generic_rpc_handlers((handler(),))
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
-        print("ready", flush=True)  # noqa: T201
+        print("ready", flush=True)
         stop.wait()
         server.stop(1).wait()
         return 0
@@ -86,7 +86,7 @@ def serve(mode: str, port: int) -> int:
     )
     project.server.add_generic_rpc_handlers((handler(),))
     project.start()
-    print("ready", flush=True)  # noqa: T201
+    print("ready", flush=True)
     stop.wait()
     project.stop(1000)
     telemetry.shutdown()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.mode, args.port)
-    print(json.dumps(load(args.mode, args.target, args.concurrency, args.seconds, args.warmup)))  # noqa: T201
+    print(json.dumps(load(args.mode, args.target, args.concurrency, args.seconds, args.warmup)))
     return 0
 
 

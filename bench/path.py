@@ -248,9 +248,7 @@ class Databases:
             assert self.sqlite_dir is not None
             return {name: f"sqlite:///{self.sqlite_dir / f'{name}.db'}" for name in SERVICES}
         url = make_url(normalise_url(self.admin_url))
-        return {
-            name: url.set(database=db).render_as_string(hide_password=False) for name, db in self.names().items()
-        }
+        return {name: url.set(database=db).render_as_string(hide_password=False) for name, db in self.names().items()}
 
     def _admin(self) -> Any:
         import psycopg
@@ -438,7 +436,7 @@ def echo(modes: Sequence[str], concurrencies: Sequence[int], seconds: float) -> 
                 )
                 result = json.loads(answer.stdout)
                 result["loadavg_before"], result["loadavg_after"] = before, loadavg()
-                print(  # noqa: T201
+                print(
                     f"echo {mode:<7} c={concurrency:<3} {result['rate']:>8.1f}/s  p50 {result['p50_ms']:.3f} ms  "
                     f"p99 {result['p99_ms']:.3f} ms  load {before} -> {result['loadavg_after']}",
                     flush=True,
@@ -464,7 +462,7 @@ def profiled(platform: Platform, directory: Path | None, seconds: float) -> Iter
     spy = py_spy() if directory is not None else None
     if directory is None or spy is None:
         if directory is not None:
-            print("py-spy not found (pip install py-spy): no profile", flush=True)  # noqa: T201
+            print("py-spy not found (pip install py-spy): no profile", flush=True)
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
@@ -590,7 +588,9 @@ def settle(databases: Databases, timeout: float = 60.0) -> dict[str, int]:
         database.dispose()
 
 
-def check_balances(platform: Platform, databases: Databases, customers: Sequence[str], loader: Loader) -> dict[str, Any]:
+def check_balances(
+    platform: Platform, databases: Databases, customers: Sequence[str], loader: Loader
+) -> dict[str, Any]:
     """Money and points never lost or doubled: the balances are what was seeded less what the PAID
     orders (Checkout's own records) say they took, nothing stays held, every order ended PAID or
     FAILED, and `shared.reconcile` finds nothing across the four databases. Also: how many
@@ -622,8 +622,8 @@ def check_balances(platform: Platform, databases: Databases, customers: Sequence
         with dbs["checkout"].engine.connect() as connection:
             money_paid, points_paid = connection.execute(
                 text(
-                    "SELECT coalesce(sum(money_paid_minor - money_refunded_minor), 0), coalesce(sum(points_applied), 0) "
-                    "FROM orders WHERE status = 'PAID'"
+                    "SELECT coalesce(sum(money_paid_minor - money_refunded_minor), 0), "
+                    "coalesce(sum(points_applied), 0) FROM orders WHERE status = 'PAID'"
                 )
             ).one()
         audits, _checked, cross = reconcile(dbs)
@@ -719,22 +719,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.monotonic()
         seed(platform_, customers)
         report["seed_seconds"] = round(time.monotonic() - started, 1)
-        print(f"seeded {len(customers)} customers in {report['seed_seconds']} s", flush=True)  # noqa: T201
+        print(f"seeded {len(customers)} customers in {report['seed_seconds']} s", flush=True)
         report["memory_idle"] = platform_.memory()
         tokens = [mint_token(SECRET, customer, [CUSTOMER], ttl_seconds=6 * 3600) for customer in customers]
         loader = Loader(platform_, tokens, workdir)
 
         cost = order_cost(platform_, databases, loader, args.c1_seconds, args.stats_wait)
         report["order_cost"] = cost
-        print(line(cost["latency"]), flush=True)  # noqa: T201
-        print(f"hops per order {cost['hops_per_order']}: {cost['rpcs_per_order']}", flush=True)  # noqa: T201
-        print(f"transactions per order: {cost['transactions_per_order']}", flush=True)  # noqa: T201
+        print(line(cost["latency"]), flush=True)
+        print(f"hops per order {cost['hops_per_order']}: {cost['rpcs_per_order']}", flush=True)
+        print(f"transactions per order: {cost['transactions_per_order']}", flush=True)
 
         saturation = []
         for concurrency in ints(args.concurrency):
             result = loader.run("order", "closed", concurrency=concurrency, duration=args.seconds, warmup=args.warmup)
             saturation.append(result)
-            print(line(result), flush=True)  # noqa: T201
+            print(line(result), flush=True)
         best = max(saturation, key=lambda r: r["rate"])
         report["saturation"] = saturation
         report["best"] = {"rate": best["rate"], "concurrency": best["concurrency"]}
@@ -742,7 +742,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rate = max(best["rate"] / 2, 1.0)
         fixed = loader.run("order", "open", rate=rate, duration=args.latency_seconds)
         report["latency_at_half"] = fixed
-        print(line(fixed), flush=True)  # noqa: T201
+        print(line(fixed), flush=True)
 
         reads: dict[str, list[dict[str, Any]]] = {}
         for scenario in ("quote", "wallet", "points"):
@@ -752,7 +752,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     scenario, "closed", concurrency=concurrency, duration=args.read_seconds, warmup=args.warmup
                 )
                 reads[scenario].append(result)
-                print(line(result), flush=True)  # noqa: T201
+                print(line(result), flush=True)
         report["reads"] = reads
 
         if args.profile is not None:
@@ -761,16 +761,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "order", "closed", concurrency=args.profile_concurrency, duration=args.profile_seconds, warmup=0.0
                 )
             report["profiled_run"] = result
-            print(f"profiled: {line(result)}; stacks in {args.profile}", flush=True)  # noqa: T201
+            print(f"profiled: {line(result)}; stacks in {args.profile}", flush=True)
 
         report["memory_after"] = platform_.memory()
         for name in platform_.processes:
-            print(  # noqa: T201
+            print(
                 f"memory {name:<11} idle {report['memory_idle'][name]}  after {report['memory_after'][name]}",
                 flush=True,
             )
         report["reconciliation"] = check_balances(platform_, databases, customers, loader)
-        print(f"reconciliation: {report['reconciliation']}", flush=True)  # noqa: T201
+        print(f"reconciliation: {report['reconciliation']}", flush=True)
         if not args.skip_echo:
             echo_best = max(r["rate"] for r in report["echo"] if r["mode"] == "project")
             hops = cost["hops_per_order"]
@@ -780,7 +780,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "echo_limit_orders_per_s": round(echo_best / hops, 1) if hops else None,
                 "order_rate_over_limit": round(best["rate"] / (echo_best / hops), 3) if hops else None,
             }
-            print(f"ratio: {report['ratio']}", flush=True)  # noqa: T201
+            print(f"ratio: {report['ratio']}", flush=True)
     finally:
         platform_.stop()
         databases.drop()
