@@ -184,7 +184,7 @@ async def closed_loop(plan: Plan, requests: Requests, tally: Tally) -> float:
 
 async def open_loop(plan: Plan, requests: Requests, tally: Tally) -> float:
     idle: list[Connection] = []
-    total = plan.count or int(plan.rate * plan.duration)
+    total = plan.count or max(1, int(plan.rate * plan.duration))
     interval = 1 / plan.rate
     tasks: list[asyncio.Task[None]] = []
 

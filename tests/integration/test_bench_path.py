@@ -50,10 +50,13 @@ def test_tiny_run_produces_figures_and_reconciles() -> None:
     assert cost["hops_per_order"] == sum(hops.values())
     if url:
         assert set(cost["transactions_per_order"]) == set(SERVICES)
-    assert report["saturation"][0]["requests"] >= 1
-    assert report["latency_at_half"]["requests"] >= 1
+    # Every answer, in the measured window or not (a loaded machine may leave a half-second
+    # window empty): the figures are produced from them, whatever they say.
+    assert sum(report["saturation"][0]["answered"].values()) >= 1
+    assert sum(report["latency_at_half"]["answered"].values()) >= 1
     for scenario in ("quote", "wallet", "points"):
-        assert report["reads"][scenario][0]["statuses"] == {"200": report["reads"][scenario][0]["requests"]}
+        answered = report["reads"][scenario][0]["answered"]
+        assert set(answered) == {"200"} and answered["200"] >= 1, answered
     assert set(report["memory_after"]) == {*SERVICES, "gateway"}
     assert all(memory["rss_mib"] > 0 for memory in report["memory_idle"].values())
 
