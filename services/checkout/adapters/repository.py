@@ -105,22 +105,51 @@ class CheckoutRepository:
         )
 
     def snapshot(self, order: OrderRow) -> OrderSnapshot:
-        events = list(
+        return self.snapshots([order])[0]
+
+    def snapshots(self, orders: Sequence[OrderRow]) -> list[OrderSnapshot]:
+        """The orders with their lines, events and returns: four queries for any number of
+        orders (ListOrders pages), not four per order."""
+        ids = [order.order_id for order in orders]
+        if not ids:
+            return []
+        lines: dict[str, list[OrderLineRow]] = {order_id: [] for order_id in ids}
+        for line in self.session.exec(
+            select(OrderLineRow)
+            .where(col(OrderLineRow.order_id).in_(ids))
+            .order_by(col(OrderLineRow.order_id), col(OrderLineRow.position))
+            .execution_options(populate_existing=True)
+        ).all():
+            lines[line.order_id].append(line)
+        events: dict[str, list[OrderEventRow]] = {order_id: [] for order_id in ids}
+        for event in self.session.exec(
+            select(OrderEventRow).where(col(OrderEventRow.order_id).in_(ids)).order_by(col(OrderEventRow.id))
+        ).all():
+            events[event.order_id].append(event)
+        return_rows = list(
             self.session.exec(
-                select(OrderEventRow).where(OrderEventRow.order_id == order.order_id).order_by(col(OrderEventRow.id))
-            ).all()
-        )
-        returns = [
-            ReturnSnapshot(row, self.return_lines(row.return_id))
-            for row in self.session.exec(
                 select(ReturnRow)
-                .where(ReturnRow.order_id == order.order_id)
+                .where(col(ReturnRow.order_id).in_(ids))
                 .order_by(col(ReturnRow.created_at), col(ReturnRow.return_id))
             ).all()
+        )
+        by_return: dict[str, list[ReturnLineRow]] = {row.return_id: [] for row in return_rows}
+        if return_rows:
+            for return_line in self.session.exec(
+                select(ReturnLineRow)
+                .where(col(ReturnLineRow.return_id).in_(list(by_return)))
+                .order_by(col(ReturnLineRow.sku))
+            ).all():
+                by_return[return_line.return_id].append(return_line)
+        returns: dict[str, list[ReturnSnapshot]] = {order_id: [] for order_id in ids}
+        for row in return_rows:
+            returns[row.order_id].append(ReturnSnapshot(row, by_return[row.return_id]))
+        snapshots = [
+            OrderSnapshot(order, lines[order.order_id], events[order.order_id], returns[order.order_id])
+            for order in orders
         ]
-        snapshot = OrderSnapshot(order, self.lines(order.order_id), events, returns)
         self.session.expunge_all()
-        return snapshot
+        return snapshots
 
     def orders_page(
         self, customer_id: str, statuses: Sequence[str], after: tuple[datetime, str] | None, limit: int
@@ -163,13 +192,6 @@ class CheckoutRepository:
         if lock:
             query = query.with_for_update()
         return self.session.exec(query).first()
-
-    def return_lines(self, return_id: str) -> list[ReturnLineRow]:
-        return list(
-            self.session.exec(
-                select(ReturnLineRow).where(ReturnLineRow.return_id == return_id).order_by(col(ReturnLineRow.sku))
-            ).all()
-        )
 
     def open_returns(self, moved_before: datetime, now: datetime, limit: int) -> list[str]:
         query = (

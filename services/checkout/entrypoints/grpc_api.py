@@ -305,7 +305,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             repo = CheckoutRepository(uow.session)
             key = (from_timestamp_iso(after[0]), after[1]) if after else None
             rows = repo.orders_page(request.customer_id, statuses, key, size + 1)
-            snapshots = [repo.snapshot(row) for row in rows[:size]]
+            snapshots = repo.snapshots(rows[:size])
             response = checkout_pb2.ListOrdersResponse(orders=[order_to_proto(s) for s in snapshots])
             if len(rows) > size:
                 last = snapshots[-1].order
