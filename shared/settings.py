@@ -197,7 +197,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "FAILPOINTS",
         "",
-        "Tests only: comma-separated failpoints where the process kills itself, e.g. `checkout.saga.after.HOLD_MONEY`.",
+        "Tests only: comma-separated failpoints `name[=action]` (kill, sleep:<ms>, unavailable, deadline; `*n`: n times), "
+        "e.g. `checkout.saga.after.HOLD_MONEY` or `points.rpc.CreditPoints.after=kill` (shared/failpoints.py).",
     ),
     Setting("OTEL_SERVICE_NAME", "<service>", "Service name on traces (defaults to the service's own)."),
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
