@@ -228,7 +228,14 @@ def post_interest(platform: Platform, customer: str, wallet: WalletClient | None
     wallet_id = wallet.wallet(customer).wallet_id
     month = MOSCOW.month_of(clock.now())
     clock.set(MOSCOW.month_end(month) + timedelta(hours=1))
-    wallet.post_interest(str(month))
+    request_id = rid()
+    for attempt in range(5):  # the job is retried with its request id when Promotions was too slow to answer
+        try:
+            wallet.post_interest(str(month), request_id=request_id)
+            break
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == 4:  # type: ignore[attr-defined]
+                raise
     [accrual] = [a for a in wallet.accruals(customer) if a.month == str(month)]
     assert accrual.points > 0
     return f"interest:{wallet_id}:{month}", accrual.points
