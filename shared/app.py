@@ -77,6 +77,7 @@ class Runtime:
             batch_size=settings.outbox_batch_size,
             poll_interval_ms=settings.outbox_poll_interval_ms,
             max_backoff_ms=settings.outbox_max_backoff_ms,
+            lease_ms=settings.outbox_lease_ms,
             tracer=telemetry.tracer,
             metrics=telemetry.metrics,
         )

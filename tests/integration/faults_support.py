@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.checkout.v1 import checkout_pb2 as pb
 from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
+from sqlalchemy import text
 
 from shared.calendar import ProgrammeCalendar
 from shared.db import Database
@@ -72,7 +73,9 @@ def drain(platform: Platform, seconds: float = 20) -> None:
         if not any(outbox(svc).pending for svc in platform.services.values()):
             return
         if time.monotonic() > end:
-            raise AssertionError("the outboxes did not drain: " + repr({n: outbox(s) for n, s in platform.services.items()}))
+            raise AssertionError(
+                "the outboxes did not drain: " + repr({n: outbox(s) for n, s in platform.services.items()})
+            )
         time.sleep(0.1)
 
 
@@ -157,6 +160,8 @@ class ServiceProcess:
                 "HEALTH_PROBE_INTERVAL_MS": "100",
                 "OUTBOX_POLL_INTERVAL_MS": "50",
                 "OUTBOX_MAX_BACKOFF_MS": "300",
+                "PEER_DEADLINE_MS": "1500",
+                "OUTBOX_LEASE_MS": "2000",  # a relay killed mid-delivery holds its messages this long
                 "SHUTDOWN_GRACE_MS": "500",
                 "LOG_LEVEL": "ERROR",
                 "OTEL_TRACES_EXPORTER": "none",
@@ -186,6 +191,8 @@ class ServiceProcess:
     def wait_killed(self, seconds: float = 20) -> bool:
         """Whether the process died of SIGKILL (a failpoint's) within `seconds`."""
         assert self.process is not None
+        if seconds <= 0:
+            return self.process.poll() == -signal.SIGKILL
         try:
             return self.process.wait(timeout=seconds) == -signal.SIGKILL
         except subprocess.TimeoutExpired:
@@ -234,7 +241,7 @@ def post_interest(platform: Platform, customer: str, wallet: WalletClient | None
             wallet.post_interest(str(month), request_id=request_id)
             break
         except grpc.RpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == 4:  # type: ignore[attr-defined]
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == 4:
                 raise
     [accrual] = [a for a in wallet.accruals(customer) if a.month == str(month)]
     assert accrual.points > 0
@@ -255,3 +262,48 @@ def credited_once(points: PointsClient, customer: str, reference: str, amount: i
     lots = [(lot.reference, lot.amount) for lot in points.lots(customer)]
     assert lots == [(reference, amount)], lots
     assert points.balance(customer).available == amount
+
+
+# --- an order of the saga tests ----------------------------------------------------------------
+
+MONEY, POINTS = 100_000, 600
+MONEY_PAID = 2 * 50_000 - POINTS * 100  # two kettles, 600 points off
+
+
+def paid_once(platform: Platform, customer: str, code_points: int = 0) -> bool:
+    """The customer's one order is PAID, charged once, nothing held, its points pending."""
+    orders = orders_of(platform, customer)
+    if len(orders) != 1 or orders[0].status != pb.ORDER_STATUS_PAID:
+        return False
+    purchase = sum(line.points_to_earn for line in orders[0].lines)
+    return platform.balances(customer) == Balances(MONEY - MONEY_PAID, 0, 0, purchase + code_points, 0)
+
+
+def settle_until(platform: Platform, done: Callable[[], bool], seconds: float = 40) -> bool:
+    """Settle until `done` holds: a peer that was restarted may take a moment to be reconnected to."""
+    end = time.monotonic() + seconds
+    while True:
+        settle(platform)
+        if done():
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.2)
+
+
+def outbox_rows(database_url: str) -> list[tuple[str, str, int, str | None]]:
+    """(method, status, attempts, last error) of every outbox message in a service's database
+    (of a service run as a process, whose relay the test cannot drive)."""
+    database = Database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT method, status, attempts, last_error FROM outbox_messages ORDER BY id")
+            ).all()
+    finally:
+        database.dispose()
+    return [(str(m), str(s), int(a), e) for m, s, a, e in rows]
+
+
+def delivered(database_url: str) -> bool:
+    return all(status == "DELIVERED" for _, status, _, _ in outbox_rows(database_url))

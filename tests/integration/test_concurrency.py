@@ -77,8 +77,7 @@ def test_one_order_sent_twenty_times_at_once_is_placed_and_paid_once(platform: P
     fund(platform, customer, money_minor=100_000, points=POINTS_PER_ORDER)
     request_id = rid()
     results = race(
-        [partial(platform.checkout.place, customer, ("kettle", 1), points=POINTS_PER_ORDER, request_id=request_id)]
-        * 20
+        [partial(platform.checkout.place, customer, ("kettle", 1), points=POINTS_PER_ORDER, request_id=request_id)] * 20
     )
     # Every copy is answered with the one order (once it failed with UNKNOWN: the unique index on
     # the request id refused the copy's insert at the flush, outside the replay handling).
@@ -129,7 +128,10 @@ def test_a_promo_code_at_its_limit_and_a_campaign_at_its_budget_are_never_over_i
     )
     assert campaign_points == [20, 30, 30, 30, 30, 30, 30], "six full bonuses, one cut to what was left"
     promo_points = [
-        lot.amount for c in customers for lot in platform.points.lots(c) if lot.source == points_pb2.POINTS_SOURCE_PROMO_CODE
+        lot.amount
+        for c in customers
+        for lot in platform.points.lots(c)
+        if lot.source == points_pb2.POINTS_SOURCE_PROMO_CODE
     ]
     assert promo_points == [10] * 5
     for customer in customers:

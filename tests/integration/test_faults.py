@@ -27,8 +27,11 @@ from shared import failpoints
 from shared.clock import ManualClock
 from tests.clients import rid
 from tests.harness import Databases, Harness
-from tests.integration.checkout_support import Balances, Platform, fund, start_platform
+from tests.integration.checkout_support import WALLET, Balances, Platform, fund, start_platform
 from tests.integration.faults_support import (
+    MONEY,
+    MONEY_PAID,
+    POINTS,
     PROFILE_REWARD,
     assert_outboxes_delivered,
     assert_reconciles,
@@ -44,8 +47,7 @@ from tests.integration.promotions_support import PromotionsClient, line
 
 DEADLINE_MS = 700
 SLOW = f"sleep:{DEADLINE_MS + 200}*1"  # past the caller's deadline, once
-MONEY, POINTS, CODE_POINTS = 100_000, 600, 50
-MONEY_PAID = 2 * 50_000 - POINTS * 100  # two kettles, 600 points off
+CODE_POINTS = 50
 
 # The failpoint of the peer's RPC behind each call of the saga.
 SAGA_CALLS = {
@@ -83,7 +85,10 @@ def no_failpoint_left(platform: Platform) -> Iterator[None]:
 
 # --- the outbox flows into Points -----------------------------------------------------------
 
-FLOWS = {"interest": ("wallet", "points.rpc.BatchCreditPoints"), "profile-reward": ("promotions", "points.rpc.CreditPoints")}
+FLOWS = {
+    "interest": ("wallet", "points.rpc.BatchCreditPoints"),
+    "profile-reward": ("promotions", "points.rpc.CreditPoints"),
+}
 OUTBOX_FAULTS = ["stopped", "refused-before", "slow-before", "slow-after", "reply-lost"]
 
 
@@ -192,7 +197,11 @@ def _points_hold(platform: Platform, customer: str, ctx: dict[str, Any], *, capt
 
 def _reserve(platform: Platform, customer: str, request_id: str) -> promotions_pb2.PromoCodeReservation:
     request = promotions_pb2.ReservePromoCodeRequest(
-        request_id=request_id, customer_id=customer, code="FAULT50", order_id=customer, lines=[line("k", "kettles", 500)]
+        request_id=request_id,
+        customer_id=customer,
+        code="FAULT50",
+        order_id=customer,
+        lines=[line("k", "kettles", 500)],
     )
     return _promotions(platform).stub.ReservePromoCode(request, timeout=10).reservation
 
@@ -203,7 +212,9 @@ def _code(platform: Platform, customer: str, ctx: dict[str, Any]) -> tuple[int, 
 
 
 def _confirm(platform: Platform, customer: str, ctx: dict[str, Any], request_id: str) -> Any:
-    request = promotions_pb2.ConfirmPromoCodeReservationRequest(request_id=request_id, reservation_id=ctx["reservation"])
+    request = promotions_pb2.ConfirmPromoCodeReservationRequest(
+        request_id=request_id, reservation_id=ctx["reservation"]
+    )
     return _promotions(platform).stub.ConfirmPromoCodeReservation(request, timeout=10)
 
 
@@ -245,7 +256,10 @@ RETRIED: dict[str, Retried] = {
         lambda p, c, ctx: p.wallet.top_up(c, 100_000) and None,
     ),
     "wallet.CaptureHold": Retried(
-        "wallet.rpc.CaptureHold", lambda p, c, ctx, r: p.wallet.capture(ctx["hold"], request_id=r), _wallet, _wallet_hold
+        "wallet.rpc.CaptureHold",
+        lambda p, c, ctx, r: p.wallet.capture(ctx["hold"], request_id=r),
+        _wallet,
+        _wallet_hold,
     ),
     "wallet.RefundPayment": Retried(
         "wallet.rpc.RefundPayment",
@@ -264,7 +278,10 @@ RETRIED: dict[str, Retried] = {
         lambda p, c, ctx: p.points.credit(c, 100) and None,
     ),
     "points.CaptureHold": Retried(
-        "points.rpc.CaptureHold", lambda p, c, ctx, r: p.points.capture(ctx["hold"], request_id=r), _points, _points_hold
+        "points.rpc.CaptureHold",
+        lambda p, c, ctx, r: p.points.capture(ctx["hold"], request_id=r),
+        _points,
+        _points_hold,
     ),
     "points.ReturnPoints": Retried(
         "points.rpc.ReturnPoints",
@@ -303,7 +320,7 @@ def test_a_call_retried_after_its_reply_was_lost_has_one_effect(platform: Platfo
     with pytest.raises(grpc.RpcError) as first:
         case.act(platform, customer, ctx, request_id)
     # The failpoint's status (or, on a machine too loaded to answer in time, the client's own deadline).
-    assert first.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)  # type: ignore[attr-defined]
+    assert first.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     done = case.state(platform, customer, ctx)
     assert done != before, "the call took effect although its reply was lost"
     for _ in range(2):  # the client retries with the same request id
@@ -318,11 +335,11 @@ def test_a_client_that_times_out_and_retries_place_order_pays_once(platform: Pla
     request = pb.PlaceOrderRequest(
         request_id=rid(), customer_id=customer, lines=[pb.LineItem(sku="kettle", quantity=2)], points_to_use=POINTS
     )
-    request.payment_method = 1  # PAYMENT_METHOD_WALLET
+    request.payment_method = WALLET
     failpoints.arm("checkout.rpc.PlaceOrder.after", "sleep:1500*1")
     with pytest.raises(grpc.RpcError) as timed_out:
         platform.checkout.stub.PlaceOrder(request, timeout=1.0)
-    assert timed_out.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert timed_out.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     failpoints.wait_idle()
     again = platform.checkout.stub.PlaceOrder(request, timeout=30).order
     assert again.status == pb.ORDER_STATUS_PAID

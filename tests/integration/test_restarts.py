@@ -23,7 +23,7 @@ from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from shared.clock import ManualClock
 from tests.clients import rid
 from tests.harness import START_ORDER, Databases, Harness
-from tests.integration.checkout_support import Platform, fund, start_platform
+from tests.integration.checkout_support import WALLET, Platform, fund, start_platform
 from tests.integration.faults_support import assert_outboxes_delivered, assert_reconciles, orders_of, restart, settle
 from tests.integration.wallet_support import rub
 
@@ -61,13 +61,13 @@ class Load:
                         self.acknowledged.append(self.call(request_id))
                         break
                     except grpc.RpcError as error:
-                        if error.code() not in RETRYABLE:  # type: ignore[attr-defined]
+                        if error.code() not in RETRYABLE:
                             raise
                         self.retries += 1
                         time.sleep(0.05)
                 else:
                     raise AssertionError(f"{self.name}: {request_id} was never answered")
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             self.failure = error
 
 
@@ -114,7 +114,7 @@ def test_each_service_restarted_mid_load_loses_nothing_it_acknowledged(platform:
         request = pb.PlaceOrderRequest(
             request_id=request_id, customer_id="load-orders", lines=[pb.LineItem(sku="soap", quantity=1)]
         )
-        request.payment_method = 1  # PAYMENT_METHOD_WALLET
+        request.payment_method = WALLET
         return checkout.PlaceOrder(request, timeout=10).order.order_id
 
     loads = [Load("top-ups", top_up), Load("credits", credit), Load("surveys", survey), Load("orders", order)]
@@ -156,7 +156,9 @@ def wait_for_progress(loads: list[Load], each: int = 3) -> None:
     """Let every client get a few more calls acknowledged (the services are up again)."""
     marks = [len(load.acknowledged) for load in loads]
     end = time.monotonic() + 60
-    while any(len(load.acknowledged) < mark + each and load.failure is None for load, mark in zip(loads, marks, strict=True)):
+    while any(
+        len(load.acknowledged) < mark + each and load.failure is None for load, mark in zip(loads, marks, strict=True)
+    ):
         if time.monotonic() > end:
             raise AssertionError("the load made no progress")
         time.sleep(0.02)

@@ -29,9 +29,8 @@ def test_a_counted_failpoint_fires_that_often_then_disarms_itself() -> None:
                 failpoints.hit("test.lost")
         failpoints.hit("test.lost")  # disarmed now
         assert not failpoints.is_armed("test.lost")
-        with failpoints.armed("test.slow", "deadline"):
-            with pytest.raises(PeerDeadlineExceeded):
-                failpoints.hit("test.slow")
+        with failpoints.armed("test.slow", "deadline"), pytest.raises(PeerDeadlineExceeded):
+            failpoints.hit("test.slow")
         failpoints.hit("test.slow")
         failpoints.arm("test.sleep", "sleep:1*1")
         failpoints.hit("test.sleep")
