@@ -29,6 +29,9 @@ from tests.integration.checkout_support import Balances, CheckoutClient, Platfor
 from tests.integration.wallet_support import WalletClient
 
 ROOT = Path(__file__).resolve().parents[2]
+# Recovery resumes a paused order however long the faults (and a loaded machine) made it wait: the
+# saga timeout's compensation is a case of its own (test_checkout_saga.py).
+PLATFORM_ENV = {"CHECKOUT_SAGA_TIMEOUT_SECONDS": "86400", "GRPC_MAX_CONCURRENT_RPCS": "200"}
 
 
 def restart(platform: Platform, name: str, **env: str) -> RunningService:
@@ -68,7 +71,7 @@ def drain(platform: Platform, seconds: float = 20) -> None:
     clock = platform.harness.clock
     end = time.monotonic() + seconds
     while True:
-        clock.advance(timedelta(minutes=2))
+        clock.advance(timedelta(seconds=61))  # past the relay's longest backoff
         platform.deliver_outboxes()
         if not any(outbox(svc).pending for svc in platform.services.values()):
             return
@@ -279,7 +282,7 @@ def paid_once(platform: Platform, customer: str, code_points: int = 0) -> bool:
     return platform.balances(customer) == Balances(MONEY - MONEY_PAID, 0, 0, purchase + code_points, 0)
 
 
-def settle_until(platform: Platform, done: Callable[[], bool], seconds: float = 40) -> bool:
+def settle_until(platform: Platform, done: Callable[[], bool], seconds: float = 90) -> bool:
     """Settle until `done` holds: a peer that was restarted may take a moment to be reconnected to."""
     end = time.monotonic() + seconds
     while True:

@@ -20,7 +20,13 @@ from shared.errors import DomainError
 from tests.clients import rid
 from tests.harness import Databases, Harness
 from tests.integration.checkout_support import Balances, Platform, fund, start_platform
-from tests.integration.faults_support import assert_outboxes_delivered, assert_reconciles, orders_of, settle
+from tests.integration.faults_support import (
+    PLATFORM_ENV,
+    assert_outboxes_delivered,
+    assert_reconciles,
+    orders_of,
+    settle,
+)
 from tests.integration.promotions_support import PromotionsClient
 from tests.integration.test_points_concurrency import race
 
@@ -36,7 +42,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     harness = Harness(databases, ManualClock())
     try:
         # Admit every racing call (the harness admits 32 at once; more are RESOURCE_EXHAUSTED).
-        yield start_platform(harness, env={"GRPC_MAX_CONCURRENT_RPCS": "200"})
+        yield start_platform(harness, env=PLATFORM_ENV)
     finally:
         harness.close()
         databases.drop_all()

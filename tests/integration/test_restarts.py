@@ -24,7 +24,14 @@ from shared.clock import ManualClock
 from tests.clients import rid
 from tests.harness import START_ORDER, Databases, Harness
 from tests.integration.checkout_support import WALLET, Platform, fund, start_platform
-from tests.integration.faults_support import assert_outboxes_delivered, assert_reconciles, orders_of, restart, settle
+from tests.integration.faults_support import (
+    PLATFORM_ENV,
+    assert_outboxes_delivered,
+    assert_reconciles,
+    orders_of,
+    restart,
+    settle,
+)
 from tests.integration.wallet_support import rub
 
 TOP_UP, CREDIT, SOAP, SURVEY_REWARD = 10_000, 10, 9_950, 100
@@ -36,7 +43,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     databases = Databases(tmp_path_factory.mktemp("restarts"))
     harness = Harness(databases, ManualClock())
     try:
-        yield start_platform(harness, env={"GRPC_MAX_CONCURRENT_RPCS": "200"})
+        yield start_platform(harness, env=PLATFORM_ENV)
     finally:
         harness.close()
         databases.drop_all()
