@@ -38,6 +38,7 @@ from tests.integration.faults_support import (
     credited_once,
     delivered,
     drain,
+    orders_of,
     outbox_rows,
     paid_once,
     post_interest,
@@ -104,7 +105,7 @@ def run_chain(platform: Platform, process: ServiceProcess, cases: list[Case], pr
         # The call may not have been made yet: an order paused because another peer, just
         # started again, was not reconnected to; recovery and the relays move things on.
         assert eventually(lambda: process.wait_killed(0.5) or nudge(platform), 60) and process.wait_killed(0), (
-            f"{case.failpoint} did not kill the process"
+            f"{case.failpoint} did not kill the process: {orders_of(platform, customer)}"
         )
         process.start(cases[n + 1].failpoint if n + 1 < len(cases) else "")
         assert settle_until(platform, partial(case.recovered, customer)), f"{case.failpoint}: not recovered"
