@@ -21,6 +21,7 @@ import grpc
 
 from shared.clock import Clock, SystemClock
 from shared.db import Database
+from shared.failpoints import FailpointInterceptor
 from shared.idempotency import Idempotency
 from shared.logs import configure_logging
 from shared.migrations import upgrade
@@ -76,6 +77,7 @@ class Runtime:
             batch_size=settings.outbox_batch_size,
             poll_interval_ms=settings.outbox_poll_interval_ms,
             max_backoff_ms=settings.outbox_max_backoff_ms,
+            lease_ms=settings.outbox_lease_ms,
             tracer=telemetry.tracer,
             metrics=telemetry.metrics,
         )
@@ -119,7 +121,7 @@ class ServiceApp:
             readiness_probe=runtime.db.ping,
             probe_interval_ms=settings.health_probe_interval_ms,
             interceptors=[runtime.telemetry.server_interceptor()],
-            inner_interceptors=[runtime.telemetry.rpc_interceptor()],
+            inner_interceptors=[runtime.telemetry.rpc_interceptor(), FailpointInterceptor(settings.service)],
         )
         register(self.server.server)
         self._stopped = threading.Event()

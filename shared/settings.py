@@ -98,6 +98,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OUTBOX_POLL_INTERVAL_MS", "200", "How often the outbox relay looks for due messages."),
     Setting("OUTBOX_BATCH_SIZE", "100", "Messages the relay claims per pass."),
     Setting("OUTBOX_MAX_BACKOFF_MS", "60000", "Ceiling of the relay's exponential backoff between attempts."),
+    Setting(
+        "OUTBOX_LEASE_MS",
+        "30000",
+        "How long a relay owns the messages it claimed; a relay that dies delays them this long. "
+        "Above PEER_DEADLINE_MS.",
+    ),
     Setting("SHUTDOWN_GRACE_MS", "5000", "Time in-flight RPCs get to finish after SIGTERM."),
     Setting("LOG_LEVEL", "INFO", "Python log level of every process."),
     Setting("LOG_FORMAT", "json", "`json` (one object per line, with trace_id/span_id) or `text`."),
@@ -197,7 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "FAILPOINTS",
         "",
-        "Tests only: comma-separated failpoints where the process kills itself, e.g. `checkout.saga.after.HOLD_MONEY`.",
+        "Tests only: comma-separated failpoints `name[=action]` (kill, sleep:<ms>, unavailable, deadline; "
+        "`*n`: n times), e.g. `checkout.saga.after.HOLD_MONEY` or `points.rpc.CreditPoints.after=kill` "
+        "(shared/failpoints.py).",
     ),
     Setting("OTEL_SERVICE_NAME", "<service>", "Service name on traces (defaults to the service's own)."),
     Setting("OTEL_TRACES_EXPORTER", "none", "`otlp`, `console` or `none`."),
@@ -280,6 +288,7 @@ class ServiceSettings:
     outbox_poll_interval_ms: int
     outbox_batch_size: int
     outbox_max_backoff_ms: int
+    outbox_lease_ms: int
     shutdown_grace_ms: int
     log_level: str
     log_format: str
@@ -311,6 +320,7 @@ class ServiceSettings:
             outbox_poll_interval_ms=env.integer("OUTBOX_POLL_INTERVAL_MS", minimum=10),
             outbox_batch_size=env.integer("OUTBOX_BATCH_SIZE", minimum=1),
             outbox_max_backoff_ms=env.integer("OUTBOX_MAX_BACKOFF_MS", minimum=10),
+            outbox_lease_ms=env.integer("OUTBOX_LEASE_MS", minimum=100),
             shutdown_grace_ms=env.integer("SHUTDOWN_GRACE_MS"),
             log_level=env.text("LOG_LEVEL").upper(),
             log_format=log_format,

@@ -4,6 +4,7 @@ see every balance a checkout touches."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -158,12 +159,24 @@ class Balances:
     points_held: int
 
 
-def start_platform(harness: Harness, telemetry: Telemetry | None = None, **checkout_overrides: str) -> Platform:
-    """Points, Promotions, Wallet and Checkout with their relays off: the tests deliver."""
+def start_platform(
+    harness: Harness,
+    telemetry: Telemetry | None = None,
+    env: Mapping[str, str] | None = None,
+    **checkout_overrides: str,
+) -> Platform:
+    """Points, Promotions, Wallet and Checkout with their relays off: the tests deliver. `env`
+    overrides settings of all four."""
     services = {}
+    common = dict(env or {})
     for name in ("points", "promotions", "wallet"):
-        services[name] = harness.start(name, background_relay=False)
-    services["checkout"] = harness.start("checkout", background_relay=False, telemetry=telemetry, **checkout_overrides)  # type: ignore[arg-type]
+        services[name] = harness.start(name, background_relay=False, **common)  # type: ignore[arg-type]
+    services["checkout"] = harness.start(
+        "checkout",
+        background_relay=False,
+        telemetry=telemetry,
+        **{**common, **checkout_overrides},  # type: ignore[arg-type]
+    )
     platform = Platform(
         harness=harness,
         services=services,

@@ -288,3 +288,13 @@ def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platf
             channel.close()
     finally:
         databases.drop_all()
+
+
+def test_after_every_fault_of_this_module_the_platform_reconciles_clean(platform: Platform) -> None:
+    """The reconciliation over the module's four databases once every case above has settled
+    (the killed Checkout processes kept their orders in a database of their own)."""
+    from tests.integration.faults_support import assert_outboxes_delivered, assert_reconciles, settle
+
+    settle(platform)
+    assert_outboxes_delivered(platform)
+    assert_reconciles(platform)

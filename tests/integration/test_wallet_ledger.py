@@ -83,9 +83,10 @@ def test_any_sequence_of_operations_keeps_the_ledger_balanced(
 
 
 def test_the_database_refuses_a_negative_balance_or_a_hold_above_it(harness: Harness) -> None:
-    wallet = WalletClient(harness.start("wallet"))
+    service = harness.start("wallet")
+    wallet = WalletClient(service)
     wallet.top_up("c-1", 10_000)
-    engine = wallet.service.app.runtime.db.engine
+    engine = service.app.runtime.db.engine
     for statement in (
         "UPDATE wallets SET balance_minor = -1",
         "UPDATE wallets SET held_minor = balance_minor + 1",

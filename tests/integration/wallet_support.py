@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 from loyalty.common.v1 import money_pb2, payment_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -31,9 +32,13 @@ def error_of(call: Any, *args: Any, **kwargs: Any) -> DomainError:
 
 
 class WalletClient:
-    def __init__(self, service: RunningService) -> None:
+    def __init__(self, service: RunningService | None = None, channel: grpc.Channel | None = None) -> None:
+        """Over a service started in-process, or over any channel (a service run as a process)."""
         self.service = service
-        self.stub = wallet_pb2_grpc.WalletServiceStub(service.channel())
+        if channel is None:
+            assert service is not None, "a service or a channel"
+            channel = service.channel()
+        self.stub = wallet_pb2_grpc.WalletServiceStub(channel)
 
     def open(self, customer: str, request_id: str | None = None) -> wallet_pb2.Wallet:
         request = wallet_pb2.OpenWalletRequest(request_id=request_id or new_id("open"), customer_id=customer)
@@ -129,5 +134,6 @@ class WalletClient:
 
     def sql(self, statement: str, **params: Any) -> list[tuple[Any, ...]]:
         """Read the wallet's own database (tests only)."""
+        assert self.service is not None, "an in-process service"
         with self.service.app.runtime.db.engine.connect() as connection:
             return [tuple(row) for row in connection.execute(text(statement), params)]

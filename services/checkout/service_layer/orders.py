@@ -222,7 +222,16 @@ class Orders:
                 updated_at=now,
             )
             uow.session.add(order)
-            uow.session.flush()  # lines and events refer to it
+            try:
+                # Lines and events refer to it. The unique index on the request id answers here
+                # (not at the commit) when the same request is being placed concurrently.
+                uow.session.flush()
+            except IntegrityError:  # the same request id, placed concurrently: answer as a replay
+                uow.session.rollback()
+                existing = self._existing(request.request_id, fingerprint)
+                if existing is None:
+                    raise
+                return self._answer(existing)
             earned = {line.line_id: line.points for line in cart.evaluation.lines}
             for position, line in enumerate(cart.lines):
                 uow.session.add(
