@@ -188,14 +188,22 @@ class Orders:
         if existing is not None:
             return self._answer(existing)
         order_id = str(uuid.uuid4())
-        cart = self._pricer.price(
-            customer_id=request.customer_id,
-            lines=[(line.sku, line.quantity) for line in request.lines],
-            promo_code=request.promo_code.strip(),
-            points_to_use=request.points_to_use,
-            payment_method=request.payment_method,
-            order_id=order_id,
-        )
+        try:
+            cart = self._pricer.price(
+                customer_id=request.customer_id,
+                lines=[(line.sku, line.quantity) for line in request.lines],
+                promo_code=request.promo_code.strip(),
+                points_to_use=request.points_to_use,
+                payment_method=request.payment_method,
+                order_id=order_id,
+            )
+        except DomainError:
+            # A copy of this request placed meanwhile may have held the points or money this
+            # pricing found missing: then the answer is that order, not a refusal.
+            existing = self._existing(request.request_id, fingerprint)
+            if existing is not None:
+                return self._answer(existing)
+            raise
         owner = str(uuid.uuid4())
         now = self._clock.now()
         with self._db.unit_of_work() as uow:
@@ -223,34 +231,27 @@ class Orders:
             )
             uow.session.add(order)
             try:
-                # Lines and events refer to it. The unique index on the request id answers here
-                # (not at the commit) when the same request is being placed concurrently.
+                # The unique index on the request id answers at the flush (lines and events refer
+                # to the order) or at the commit when the same request is placed concurrently.
                 uow.session.flush()
-            except IntegrityError:  # the same request id, placed concurrently: answer as a replay
-                uow.session.rollback()
-                existing = self._existing(request.request_id, fingerprint)
-                if existing is None:
-                    raise
-                return self._answer(existing)
-            earned = {line.line_id: line.points for line in cart.evaluation.lines}
-            for position, line in enumerate(cart.lines):
-                uow.session.add(
-                    OrderLineRow(
-                        order_id=order_id,
-                        position=position,
-                        sku=line.product.sku,
-                        title=line.product.title,
-                        category=line.product.category,
-                        quantity=line.quantity,
-                        unit_price_minor=line.product.price_minor,
-                        points_applied=cart.line_points(position),
-                        unit_points=",".join(str(points) for points in cart.unit_points[position]),
-                        points_to_earn=earned.get(line.product.sku, 0),
-                        points_excluded=line.excluded,
+                earned = {line.line_id: line.points for line in cart.evaluation.lines}
+                for position, line in enumerate(cart.lines):
+                    uow.session.add(
+                        OrderLineRow(
+                            order_id=order_id,
+                            position=position,
+                            sku=line.product.sku,
+                            title=line.product.title,
+                            category=line.product.category,
+                            quantity=line.quantity,
+                            unit_price_minor=line.product.price_minor,
+                            points_applied=cart.line_points(position),
+                            unit_points=",".join(str(points) for points in cart.unit_points[position]),
+                            points_to_earn=earned.get(line.product.sku, 0),
+                            points_excluded=line.excluded,
+                        )
                     )
-                )
-            self._event(uow, order, OrderStatus.PENDING)
-            try:
+                self._event(uow, order, OrderStatus.PENDING)
                 uow.commit()
             except IntegrityError:  # the same request id, placed concurrently: answer as a replay
                 uow.session.rollback()
