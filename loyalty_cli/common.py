@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,7 +67,8 @@ class Cli:
     env: Env
     deadline_ms: int
     as_json: bool
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    # Piped (a script, a log): wide enough that tables keep ids on one line.
+    out: Console = field(default_factory=lambda: Console(highlight=False, width=None if sys.stdout.isatty() else 160))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
     def target(self, service: str) -> str:

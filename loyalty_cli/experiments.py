@@ -257,7 +257,8 @@ def list_experiments(cli: Cli, statuses: tuple[str, ...], page_size: int) -> Non
         cli.emit(answer)
         return
     table = Table()
-    for column in ("experiment_id", "status", "name", "sample", "sampled", "variants"):
+    table.add_column("experiment_id", no_wrap=True)
+    for column in ("status", "name", "sample", "sampled", "variants"):
         table.add_column(column)
     for e in answer.experiments:
         table.add_row(
