@@ -28,7 +28,7 @@ ROLES = ("customer", "operator")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-@click.group(context_settings=CONTEXT, epilog=EXIT_CODES)
+@click.group("loyalty", context_settings=CONTEXT, epilog=EXIT_CODES)
 @click.option("--json", "as_json", is_flag=True, help="Print answers as JSON on stdout, no progress bars.")
 @click.option(
     "--deadline-ms",
