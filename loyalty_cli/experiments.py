@@ -13,6 +13,7 @@ from google.protobuf.json_format import ParseDict, ParseError
 from loyalty.common.v1 import mechanic_pb2
 from loyalty.promotions.v1 import experiments_pb2 as pb
 from loyalty.promotions.v1 import experiments_pb2_grpc
+from rich import box
 from rich.table import Table
 
 from loyalty_cli.common import CHECK_FAILED, EXIT_CODES, USAGE, Cli, Failure, aware, refused, request_id, scaled
@@ -31,7 +32,7 @@ METRICS = {
     "WALLET_ADOPTION": ("wallet adoption", 4, 2, "%"),
     "NET_DEPOSITS": ("net deposits", 8, 2, "RUB"),
     "AVERAGE_BALANCE": ("average balance", 8, 2, "RUB"),
-    "ORDERS": ("orders", 6, 3, "orders"),
+    "ORDERS": ("orders", 6, 3, ""),
     "GMV": ("GMV", 8, 2, "RUB"),
     "POINTS_COST": ("points cost", 6, 2, "points"),
 }
@@ -46,8 +47,14 @@ def status_name(value: int) -> str:
 
 
 def shown(metric: str, micro: int) -> str:
-    _label, exponent, places, unit = METRICS.get(metric, (metric, 6, 3, ""))
-    return f"{scaled(micro, exponent, places)} {unit}".strip()
+    """A metric's micro value in its shown unit (roubles, per cent, orders, points), exactly."""
+    _label, exponent, places, _unit = METRICS.get(metric, (metric, 6, 3, ""))
+    return scaled(micro, exponent, places)
+
+
+def labelled(metric: str) -> str:
+    label, _exponent, _places, unit = METRICS.get(metric, (metric, 6, 3, ""))
+    return f"{label}, {unit}" if unit else label
 
 
 # --- features -----------------------------------------------------------------------------------
@@ -235,10 +242,12 @@ def _show(cli: Cli, experiment: pb.Experiment) -> None:
         f"sample {experiment.sample_size:,}, sampled {experiment.sampled_count:,}"
     )
     table = Table(show_header=True)
-    for column in ("variant", "weight", "mechanic"):
+    for column in ("variant", "group", "weight", "mechanic"):
         table.add_column(column)
     for v in experiment.variants:
-        table.add_row(v.variant_id + (" (control)" if v.control else ""), str(v.weight), v.mechanic.name or "default")
+        table.add_row(
+            v.variant_id, "control" if v.control else "treatment", str(v.weight), v.mechanic.name or "the default"
+        )
     cli.out.print(table)
 
 
@@ -284,7 +293,8 @@ def show(cli: Cli, experiment_id: str) -> None:
 
 def _srm(cli: Cli, srm: pb.SrmCheck) -> None:
     table = Table(title="sample ratio check", title_justify="left")
-    for column in ("variant", "observed", "expected"):
+    table.add_column("variant")
+    for column in ("observed", "expected"):
         table.add_column(column, justify="right")
     for count in srm.counts:
         table.add_row(count.variant_id, f"{count.observed:,}", scaled(count.expected_micro, 6, 1))
@@ -389,41 +399,33 @@ def results(cli: Cli, experiment_id: str, confidence: int, plot: Path | None) ->
 def _results_table(cli: Cli, answer: pb.GetExperimentResultsResponse) -> None:
     e = answer.experiment
     cli.out.print(
-        f"{e.experiment_id}  {status_name(e.status)}  {e.name!r}, "
-        f"{scaled(answer.confidence_level_bps, 2, 1)} % intervals, "
-        f"{answer.start_time.ToDatetime():%Y-%m-%d %H:%M} to {answer.end_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
+        f"{e.experiment_id}  {status_name(e.status)}  {e.name!r}; customers per variant in brackets; "
+        f"measured {answer.start_time.ToDatetime():%Y-%m-%d %H:%M} to {answer.end_time.ToDatetime():%Y-%m-%d %H:%M} UTC"
     )
-    table = Table()
-    for column, justify in (
-        ("variant", "left"),
-        ("customers", "right"),
-        ("metric", "left"),
-        ("mean", "right"),
-        ("std. error", "right"),
-        ("vs control", "right"),
-        ("interval", "right"),
-        ("p", "right"),
-        ("", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    for column in ("mean", "s.e.", "vs control", f"{scaled(answer.confidence_level_bps, 2, 0)} % interval", "p"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
     for v in answer.variants:
         comparisons = {metric_name(c.metric): c for c in v.comparisons}
         for index, m in enumerate(v.metrics):
             name = metric_name(m.metric)
             c = comparisons.get(name)
             table.add_row(
-                (v.variant_id + (" (control)" if v.control else "")) if index == 0 else "",
-                f"{v.customers:,}" if index == 0 else "",
-                METRICS.get(name, (name,))[0],
+                f"{v.variant_id} ({v.customers:,})" if index == 0 else "",
+                labelled(name),
                 shown(name, m.mean_micro),
                 shown(name, m.standard_error_micro),
                 shown(name, c.difference_micro) if c else "",
-                f"[{shown(name, c.ci_lower_micro)}, {shown(name, c.ci_upper_micro)}]" if c else "",
+                f"{shown(name, c.ci_lower_micro)} to {shown(name, c.ci_upper_micro)}" if c else "",
                 scaled(c.p_value_micro, 6, 4) if c else "",
-                "significant" if c and c.significant else "",
+                "*" if c and c.significant else "",
                 end_section=index == len(v.metrics) - 1,
             )
     cli.out.print(table)
+    cli.out.print("* significant: the interval excludes zero")
     _srm(cli, answer.srm)
     r = answer.recommendation
     cli.out.print(f"recommendation: {r.variant_id or 'keep the default'}; {r.rationale}", markup=False)

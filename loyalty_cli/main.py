@@ -79,13 +79,13 @@ def _run(cli_: Cli, name: str, request_id: str | None, month: str = "") -> None:
     if cli_.as_json:
         cli_.emit(answer)
         return
-    table = Table(title=f"{name}: done (request id {key})", title_justify="left")
-    table.add_column("field")
+    cli_.out.print(f"{name}: done (request id {key})")
+    table = Table()
+    table.add_column("result")
     table.add_column("value", justify="right")
-    for descriptor, value in answer.ListFields():
-        table.add_row(descriptor.name, f"{value:,}" if isinstance(value, int) else str(value))
-    if not answer.ListFields():
-        table.add_row("(nothing to do)", "0")
+    for field in answer.DESCRIPTOR.fields:
+        value = getattr(answer, field.name)
+        table.add_row(field.name, f"{value:,}" if isinstance(value, int) else str(value))
     cli_.out.print(table)
 
 

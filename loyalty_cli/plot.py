@@ -44,7 +44,7 @@ def draw_results(answer: pb.GetExperimentResultsResponse, path: Path) -> None:
         ax.axvline(0, color="#b00020", linewidth=1)
         ax.set_yticks(range(len(variants)), [v.variant_id for v in variants])
         ax.set_ylim(-0.6, len(variants) - 0.4)
-        ax.set_title(f"{label} ({unit}) vs control", fontsize=10)
+        ax.set_title(f"{label} ({unit}) vs control" if unit else f"{label} vs control", fontsize=10)
         ax.tick_params(labelsize=8)
     srm = answer.srm
     experiment = answer.experiment

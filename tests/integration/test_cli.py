@@ -139,7 +139,7 @@ def test_an_experiment_from_creation_to_rollout(platform: Platform, tmp_path: Pa
     plot = tmp_path / "results.png"
     results = platform.run("experiments", "results", eid, "--confidence", "9000", "--plot", str(plot))
     assert results.exit_code == 0, results.output
-    for text in ("apr-18", "control", "net deposits", "average balance", "points cost", "90.0 % intervals"):
+    for text in ("apr-18", "control", "net deposits", "average balance", "points cost", "90 % interval"):
         assert text in results.stdout, text
     assert "recommendation:" in results.stdout and "passed" in results.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5_000
