@@ -3,6 +3,7 @@
 #   python -m services.<wallet|points|promotions|checkout> [serve|migrate]
 #   python -m gateway
 #   python -m shared.jobs <job>
+#   python -m loyalty_cli ...          (the operator CLI, `loyalty` when installed)
 # Build: docker build -t loyalty-platform:dev .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -29,6 +30,7 @@ WORKDIR /app
 COPY shared/ shared/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY loyalty_cli/ loyalty_cli/
 COPY protos/ protos/
 # Bytecode now: the root filesystem is read-only in the pod.
 RUN python -m compileall -q /app

@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile bench-path
+.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile screenshots bench bench-path bench-jobs
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test-sqlite: $(STAMP) ## The suite on SQLite even if TEST_DATABASE_URL is set
 
 test-postgres: $(STAMP) ## The suite on the local PostgreSQL
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} $(PY) -m pytest $(PYTEST_ARGS)
+
+screenshots: $(STAMP) ## Refresh docs/screenshots/ from the cabinet's browser test (needs /usr/bin/chromium)
+	CABINET_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_cabinet_browser.py
 
 lint: $(STAMP) $(BUF) protos-check ## buf lint, ruff, mypy, and generated code up to date
 	$(BUF) lint

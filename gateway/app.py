@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import cabinet
 from gateway.auth import TokenVerifier
 from gateway.backends import Backends, current_request_id
 from gateway.deps import storable_parameters
@@ -132,6 +133,7 @@ def create_app(
     app.state.telemetry = telemetry
     for router in ROUTERS:
         app.include_router(router)
+    cabinet.install(app)
     install(app)
     _problems_as_problem_json(app)
     # Per-route request count and duration, labelled by the route template; probes not measured.

@@ -129,6 +129,9 @@ Loyalty platform is running (SQLite files under var/). Ctrl-C stops everything.
   checkout    {checkout}
   gateway     {gateway}   (OpenAPI: {gateway}/docs)
 
+Customer cabinet (signed in as {customer}):
+  {gateway}/#token={customer_token}
+
 Health of every service:   .venv/bin/python -m shared.launcher status
 Demo customer:             {customer} (a wallet, 500 welcome points)
 Demo catalogue:            56 products in 10 categories (CheckoutService/ListProducts)
@@ -145,6 +148,7 @@ Try it from Python:
   .venv/bin/python -c "import grpc; from loyalty.points.v1 import points_pb2 as p, points_pb2_grpc as g; \\
 print(g.PointsServiceStub(grpc.insecure_channel('{points}')).GetBalance(p.GetBalanceRequest(customer_id='{customer}')))"
 Any gRPC client works too: every service has server reflection (e.g. grpcurl -plaintext {points} list).
+Operator command line: .venv/bin/loyalty --help   (e.g. .venv/bin/loyalty experiments list)
 """
 
 

@@ -4,12 +4,7 @@ customer features (CSV import, look-up)."""
 from __future__ import annotations
 
 import codecs
-import csv
-import io
-import re
 import tempfile
-from array import array
-from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Annotated, Any, Literal
 
@@ -24,7 +19,6 @@ from gateway.auth import Operator
 from gateway.backends import Backends
 from gateway.convert import (
     INT32_MAX,
-    INT64_MAX,
     Body,
     MechanicOut,
     Name,
@@ -37,14 +31,13 @@ from gateway.convert import (
     instant,
     mechanic_out,
     minor,
-    money,
     text_fault,
     timestamp,
 )
 from gateway.deps import Api, OptionalIdempotencyKey, PageSize, PageToken, request_id
 from gateway.problems import PROBLEM_MEDIA_TYPE, Problem, problem_response
 from shared.errors import DomainError, InvalidArgument
-from shared.protoconv import to_timestamp
+from shared.features_csv import FeatureImport, parse_header
 from shared.validation import MAX_CUSTOMER_ID
 
 router = APIRouter(prefix="/v1/admin")
@@ -601,21 +594,7 @@ def customer_features(customer_id: CustomerId, operator: Operator, api: Api) -> 
     )
 
 
-CSV_COLUMNS = (
-    "customer_id",
-    "as_of",
-    "average_order_value_minor",
-    "order_count",
-    "lookback_days",
-    "uses_financial_products",
-    "takes_part_in_points_activities",
-)
-BATCH_ROWS = 10_000  # the most ImportCustomerFeatures takes in one message
-MAX_ERRORS = 100
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger bodies go to a temporary file
-_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-_RANGES = {"average_order_value_minor": INT64_MAX, "order_count": INT64_MAX, "lookback_days": INT32_MAX}
 
 
 class RowErrorOut(BaseModel):
@@ -631,139 +610,18 @@ class ImportOut(BaseModel):
     errors: list[RowErrorOut] = Field(description="The first 100 rejected rows, by line.")
 
 
-class _RowRefused(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _parse_row(columns: dict[str, int], row: list[str]) -> promotions_pb2.CustomerFeatures:
-    """One CSV row as CustomerFeatures. Only what cannot be carried is refused here; the rules
-    (a customer id, non-negative amounts, ...) are the service's."""
-    if len(row) != len(columns):
-        raise _RowRefused("WRONG_COLUMN_COUNT")
-    value = {name: row[index].strip() for name, index in columns.items()}
-    features = promotions_pb2.CustomerFeatures(customer_id=value["customer_id"])
-    for name, limit in _RANGES.items():
-        text = value[name]
-        if not _INTEGER.match(text) or not -limit - 1 <= int(text) <= limit:
-            raise _RowRefused(f"INVALID_{name.upper()}")
-    features.average_order_value.CopyFrom(money(int(value["average_order_value_minor"])))
-    features.order_count = int(value["order_count"])
-    features.lookback_days = int(value["lookback_days"])
-    for name in ("uses_financial_products", "takes_part_in_points_activities"):
-        flag = _BOOLEANS.get(value[name].lower())
-        if flag is None:
-            raise _RowRefused(f"INVALID_{name.upper()}")
-        setattr(features, name, flag)
-    if value["as_of"]:  # an empty one is the service's AS_OF_REQUIRED
-        try:
-            as_of = datetime.fromisoformat(value["as_of"])
-            if as_of.tzinfo is None:
-                raise ValueError("no offset")
-            features.as_of.CopyFrom(to_timestamp(as_of))
-        except (ValueError, OverflowError):
-            raise _RowRefused("INVALID_AS_OF") from None
-    return features
-
-
-class _CsvImport:
-    """Reads the spooled CSV once per attempt, sending batches of up to 10,000 parsed rows; rows
-    that cannot be parsed are counted here, the rest by the service."""
-
-    def __init__(self, spool: IO[bytes], columns: dict[str, int], key: str) -> None:
-        self.spool, self.columns, self.key = spool, columns, key
-        self.received = 0
-        self.errors: list[RowErrorOut] = []
-        self.rejected = 0
-        self.lines = array("q")  # the CSV line of each row sent, by its position in the stream
-        self.unreadable: str | None = None  # why the CSV could not be read to the end
-
-    def batches(self) -> Iterator[pb.ImportCustomerFeaturesRequest]:
-        self.received, self.rejected, self.errors, self.lines = 0, 0, [], array("q")
-        self.spool.seek(0)
-        text = io.TextIOWrapper(self.spool, encoding="utf-8-sig", newline="")
-        try:
-            reader = csv.reader(text)
-            next(reader)  # the header, checked before the call
-            batch: list[promotions_pb2.CustomerFeatures] = []
-            sent = False
-            for row in self._rows(reader):
-                if not row:
-                    continue
-                self.received += 1
-                try:
-                    batch.append(_parse_row(self.columns, row))
-                    self.lines.append(reader.line_num)
-                except _RowRefused as refused:
-                    self.rejected += 1
-                    if len(self.errors) < MAX_ERRORS:
-                        self.errors.append(
-                            RowErrorOut(line=reader.line_num, customer_id=self._customer(row), reason=refused.reason)
-                        )
-                if len(batch) == BATCH_ROWS:
-                    yield pb.ImportCustomerFeaturesRequest(request_id=self.key, features=batch)
-                    batch, sent = [], True
-            if batch or not sent:
-                yield pb.ImportCustomerFeaturesRequest(request_id=self.key, features=batch)
-        finally:
-            text.detach()
-
-    def _rows(self, reader: Iterator[list[str]]) -> Iterator[list[str]]:
-        try:
-            yield from reader
-        except csv.Error as error:  # e.g. a field beyond the csv module's size limit
-            self.unreadable = str(error)
-            raise  # gRPC cancels the stream: the import is one transaction, so nothing is stored
-
-    def _customer(self, row: list[str]) -> str:
-        index = self.columns["customer_id"]
-        return row[index].strip()[:MAX_CUSTOMER_ID] if index < len(row) else ""
-
-    def run(self, api: Backends) -> ImportOut:
-        def call(_request: object, **options: Any) -> pb.ImportCustomerFeaturesResponse:
-            answer: pb.ImportCustomerFeaturesResponse = api.experiments.ImportCustomerFeatures(
-                self.batches(), **options
-            )
-            return answer
-
-        try:
-            answer = api.job(call, None)
-        except DomainError:
-            if self.unreadable is not None:
-                raise InvalidArgument.field(
-                    "body", f"is not readable CSV: {self.unreadable}", "MALFORMED_CSV"
-                ) from None
-            raise
-        errors = self.errors + [
-            RowErrorOut(
-                line=self.lines[e.row_index] if 0 <= e.row_index < len(self.lines) else 0,
-                customer_id=e.customer_id,
-                reason=e.reason,
-            )
-            for e in answer.errors
-        ]
-        return ImportOut(
-            rows_received=self.received,
-            rows_imported=answer.rows_imported,
-            rows_rejected=self.rejected + answer.rows_rejected,
-            errors=sorted(errors, key=lambda e: e.line)[:MAX_ERRORS],
-        )
-
-
-def _header(first_line: str) -> dict[str, int]:
-    names = next(csv.reader([first_line]), [])
-    names = [name.strip() for name in names]
-    missing = [c for c in CSV_COLUMNS if c not in names]
-    unknown = [n for n in names if n not in CSV_COLUMNS]
-    if missing or unknown or len(set(names)) != len(names):
-        raise InvalidArgument.field(
-            "header",
-            f"must name the columns {', '.join(CSV_COLUMNS)} once each"
-            + (f"; missing {', '.join(missing)}" if missing else "")
-            + (f"; unknown {', '.join(n[:64] for n in unknown[:10])}" if unknown else ""),
-            "INVALID_CSV_HEADER",
-        )
-    return {name: names.index(name) for name in CSV_COLUMNS}
+def _run_import(importer: FeatureImport, api: Backends) -> ImportOut:
+    try:
+        answer = api.job(importer.caller(api.experiments.ImportCustomerFeatures), None)
+    except DomainError as error:
+        raise importer.refusal(error) from None
+    summary = importer.summary(answer)
+    return ImportOut(
+        rows_received=summary.rows_received,
+        rows_imported=summary.rows_imported,
+        rows_rejected=summary.rows_rejected,
+        errors=[RowErrorOut(line=e.line, customer_id=e.customer_id, reason=e.reason) for e in summary.errors],
+    )
 
 
 _CSV_BODY: dict[str, Any] = {
@@ -800,8 +658,8 @@ async def import_customer_features(
         return problem_response(415, "UNSUPPORTED_MEDIA_TYPE", "send the features as text/csv")
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         first_line = await _spool(request, spool)
-        importer = _CsvImport(spool, _header(first_line), request_id(operator, key))
-        result: ImportOut = await run_in_threadpool(importer.run, api)
+        importer = FeatureImport(spool, parse_header(first_line), request_id(operator, key))
+        result: ImportOut = await run_in_threadpool(_run_import, importer, api)
         return result
 
 

@@ -126,6 +126,10 @@ def test_launcher_starts_everything_seeds_demo_data_and_stops_cleanly(databases:
         with urllib.request.urlopen(quote, timeout=10) as answer:
             priced = json.loads(answer.read())
         assert (priced["total_minor"], priced["points_applied"], priced["money_due_minor"]) == (99_800, 100, 89_800)
+        assert f"{gateway}/#token={printed['CUSTOMER_TOKEN']}" in process.banner  # type: ignore[attr-defined]
+        with urllib.request.urlopen(f"{gateway}/", timeout=10) as page:  # the customer cabinet
+            assert b'id="token-form"' in page.read()
+            assert "script-src 'self'" in page.headers["Content-Security-Policy"]
         with urllib.request.urlopen(f"{gateway}/readyz", timeout=10) as ready:
             assert json.loads(ready.read())["status"] == "ready"
         for name in SERVICES:
