@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import platform
 import signal
@@ -152,20 +153,20 @@ class Service:
 
     def stop(self) -> None:
         self.channel.close()
-        # Under py-spy the service is py-spy's child: stop the service, py-spy writes its file.
-        pids = [self.process.pid]
+        # Under py-spy the service is py-spy's child: stop the service, and py-spy writes its file.
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        if children.exists():
-            pids = [int(p) for p in children.read_text().split()] or pids
-        for pid in pids:
-            try:
+        pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        for pid in pids or [self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for pid in pids:
+            while Path(f"/proc/{pid}").exists() and self.process.poll() is None:
+                time.sleep(0.1)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -397,35 +398,39 @@ def wait_credited(wallet_db: str, points_db: str, month: Month, timeout: float) 
 # --- profiles ------------------------------------------------------------------------------------
 
 
-def summarise_profile(path: Path, top: int = 15) -> str:
-    """The hottest functions of a py-spy raw (collapsed) profile: own samples and inclusive."""
+IDLE = ("Condition.wait", "_worker", "_serve", "EpollSelector.select", "Event.wait", "_wait_once", "sleep")
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """The hottest functions of a py-spy raw (collapsed) profile, threads waiting idle left out:
+    own samples (where the time is spent; `Connection.wait` is waiting for PostgreSQL) and
+    inclusive samples of this project's functions."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        frames = []
+        for frame in stack.split(";"):
+            name, _, where = frame.partition(" (")
+            file = where.split(":")[0]
+            if name.startswith(("process ", "thread ")) or not file:
+                continue
+            ours = "site-packages" not in file and any(part in file for part in ("services/", "shared/"))
+            frames.append((f"{name} ({file.rsplit('/', 1)[-1]})", ours))
+        if not frames or frames[-1][0].split(" (")[0] in IDLE:
             continue
         count = int(count_text)
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" for f in stack.split(";")
-        ]
-        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
-        if not frames:
-            continue
         total += count
-        own[frames[-1]] += count
-        for frame in set(frames):
+        own[frames[-1][0]] += count
+        for frame in {f for f, ours in frames if ours}:
             inclusive[frame] += count
-    lines = [f"{path.name}: {total} samples (50 Hz, busy threads only)", "  own time:"]
+    if not total:
+        return f"{path.name}: no busy samples"
+    lines = [f"{path.name}: {total} busy samples (50 Hz)", "  own time:"]
     lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
-    lines.append("  inclusive (functions of this project):")
-    ours = [
-        (k, v)
-        for k, v in inclusive.most_common()
-        if "/site-packages/" not in k and ("services" in k or "shared" in k or ".py)" in k)
-    ]
-    lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in ours[:top]]
+    lines.append("  inclusive, this project's functions:")
+    lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in inclusive.most_common(top)]
     return "\n".join(lines)
 
 
@@ -441,7 +446,12 @@ def main() -> None:
     parser.add_argument("--skip-limits", action="store_true", help="do not run the SQL limits")
     parser.add_argument("--skip-expiry", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--summarise", type=Path, nargs="*", help="only print the summary of these py-spy profiles")
     args = parser.parse_args()
+    if args.summarise:
+        for path in args.summarise:
+            print(summarise_profile(path) + "\n")
+        return
     lots = args.lots or args.wallets
     now = datetime.now(UTC)
     month = Month.parse(args.month) if args.month else CALENDAR.month_of(now).previous()
