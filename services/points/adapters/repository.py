@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, bindparam, func, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -42,19 +42,27 @@ class PointsRepository:
         """Several accounts in one order (sorted), so concurrent jobs cannot deadlock."""
         return [self.lock_account(customer_id, now) for customer_id in sorted(set(customer_ids))]
 
-    def lock_many(self, customer_ids: Sequence[str], now: datetime) -> None:
-        """Lock many customers' accounts (created if missing) in two statements, in customer order,
-        without loading them: the set-based credits and expiry move them with `add_to_columns`."""
+    def lock_many(self, customer_ids: Sequence[str], now: datetime, *, create: bool = True) -> None:
+        """Lock many customers' accounts (created if missing, unless `create` is False) in customer
+        order, in two statements, without loading them: the set-based credits and expiry move them
+        with `bulk.add_to_columns`."""
         ordered = sorted(set(customer_ids))
         if not ordered:
             return
-        dialect = self.session.get_bind().dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Account)
-        self.session.execute(
-            insert.on_conflict_do_nothing(index_elements=["customer_id"]),
-            [{"customer_id": c, "updated_at": now} for c in ordered],
-        )
         table: Any = Account.__table__  # type: ignore[attr-defined]
+        if create and self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text(
+                    "INSERT INTO accounts (customer_id, available, pending, held, updated_at)"
+                    " SELECT unnest(CAST(:ids AS text[])), 0, 0, 0, :now ON CONFLICT (customer_id) DO NOTHING"
+                ).bindparams(bindparam("now", type_=table.c.updated_at.type)),
+                {"ids": ordered, "now": now},
+            )
+        elif create:
+            self.session.execute(
+                sqlite.insert(table).on_conflict_do_nothing(index_elements=["customer_id"]),
+                [{"customer_id": c, "available": 0, "pending": 0, "held": 0, "updated_at": now} for c in ordered],
+            )
         self.session.execute(
             select(table.c.customer_id)
             .where(bulk.any_of(self.session, table.c.customer_id, ordered))

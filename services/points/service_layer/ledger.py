@@ -466,7 +466,7 @@ class Ledger:
                 batch = Settlement()
                 customers = sorted({row[1] for row in chunk})
                 repo = PointsRepository(session)
-                repo.lock_many(customers, now)
+                repo.lock_many(customers, now, create=False)  # a customer with lots has an account
                 other_due = repo.customers_with_anything_due(customers, now, expired_lots=False)
                 for customer_id in sorted(other_due):
                     batch.add(Book.open(session, customer_id, now, self.config.lifetimes, self.config.zone).settle())
