@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile
+.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile bench-jobs
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ $(BUF): package.json package-lock.json
 
 run: $(STAMP) ## Start every service on SQLite with demo data (Ctrl-C stops them)
 	$(PY) -m shared.launcher
+
+bench-jobs: $(STAMP) ## Benchmark interest posting and expiry at 1,000,000 customers on PostgreSQL, with the SQL limits
+	$(PY) -m bench.jobs $(BENCH_JOBS_ARGS)
 
 reconcile: $(STAMP) ## Check every ledger and the services against each other (exit 1 on a mismatch)
 	$(PY) -m shared.reconcile

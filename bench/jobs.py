@@ -105,7 +105,8 @@ class Cluster:
     def _conninfo(self, dbname: str) -> str:
         u = self.url
         password = f" password={u.password}" if u.password else ""
-        return f"host={u.host or '127.0.0.1'} port={u.port or 5432} user={u.username or 'postgres'}{password} dbname={dbname}"
+        host, port, user = u.host or "127.0.0.1", u.port or 5432, u.username or "postgres"
+        return f"host={host} port={port} user={user}{password} dbname={dbname}"
 
     def create(self, service: str) -> tuple[str, str]:
         """(SQLAlchemy URL for the service, libpq conninfo for the bench)."""
