@@ -18,6 +18,7 @@ accrual, which is unique per wallet and month: nothing is posted or queued twice
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections import defaultdict
@@ -124,7 +125,9 @@ class Interest:
     def _fetch(
         self, pool: ThreadPoolExecutor, chunk: Sequence[_WalletRow], month: Month
     ) -> Future[dict[str, Mechanic]]:
-        return pool.submit(self._mechanics.for_month, [row.customer_id for row in chunk], month)
+        # In the caller's context, so the look-up is traced under the posting's span.
+        context = contextvars.copy_context()
+        return pool.submit(context.run, self._mechanics.for_month, [row.customer_id for row in chunk], month)
 
     def _unposted(self, month: Month, after: str) -> list[_WalletRow]:
         """The next chunk of wallets opened before the month's end without an accrual for it."""
