@@ -127,7 +127,8 @@ class Metrics:
     # --- outbox ---------------------------------------------------------------------------------
 
     def outbox_delivery(self, method: str, outcome: str) -> None:
-        """One delivery attempt of the outbox relay: `delivered`, `retry` or `dead`."""
+        """One delivery attempt of the outbox relay: `delivered`, `retry` or `dead`; `refused` when
+        a delivered batch had items refused (they became a dead message)."""
         self._outbox_deliveries.add(1, {"method": method, "outcome": outcome})
 
     def observe_outbox(self, read: Callable[[], tuple[int, int, timedelta | None]]) -> None:

@@ -10,6 +10,10 @@ so the receiver applies it once however often it arrives.
 Transport failures and transient statuses are retried with exponential backoff and jitter up to
 `OUTBOX_MAX_BACKOFF_MS`; a peer's definite refusal (INVALID_ARGUMENT, FAILED_PRECONDITION, ...)
 marks the message DEAD. Every message keeps its attempts and last error, so failures are visible.
+
+A batch the peer accepts in part (`BatchCreditPoints` answers per item) is DELIVERED for what was
+accepted, and the refused items become a DEAD message of their own in the same transaction, with
+the reasons as its last error (`shared/outbox_batches.py`): never silently counted as delivered.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -32,6 +36,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import DomainError
 from shared.metrics import Metrics
+from shared.outbox_batches import INSPECTORS, Inspector
 from shared.peers import Peers
 from shared.telemetry import untraced
 
@@ -151,7 +156,9 @@ class OutboxRelay:
         jitter: Callable[[], float] = random.random,
         tracer: trace.Tracer | None = None,
         metrics: Metrics | None = None,
+        inspectors: Mapping[str, Inspector] = INSPECTORS,
     ) -> None:
+        self._inspectors = dict(inspectors)
         self._db = database
         self._table = outbox.table
         self._peers = peers
@@ -222,7 +229,7 @@ class OutboxRelay:
     def _deliver_traced(self, message: _Claimed) -> bool:
         t = self._table
         try:
-            self._peers.call_raw(message.peer, message.method, message.payload)
+            response = self._peers.call_raw(message.peer, message.method, message.payload)
         except DomainError as error:
             attempts = message.attempts + 1
             retryable = error.code in RETRYABLE
@@ -250,6 +257,9 @@ class OutboxRelay:
                 },
             )
             return False
+        inspector = self._inspectors.get(message.method)
+        refused = inspector(message.payload, response) if inspector is not None else None
+        now = self._clock.now()
         with self._db.unit_of_work() as uow:
             uow.session.execute(
                 update(t)
@@ -257,12 +267,35 @@ class OutboxRelay:
                 .values(
                     status=OutboxStatus.DELIVERED.value,
                     attempts=message.attempts + 1,
-                    delivered_at=self._clock.now(),
-                    last_error=None,
+                    delivered_at=now,
+                    last_error=None if refused is None else f"refused in part: {refused.description}"[:2000],
                 )
             )
+            if refused is not None:
+                # The refused items wait as a dead letter of their own: visible, and re-queued by hand.
+                uow.session.execute(
+                    insert(t).values(
+                        message_key=f"{message.method}:{refused.request.request_id}",  # type: ignore[attr-defined]
+                        peer=message.peer,
+                        method=message.method,
+                        payload=refused.request.SerializeToString(deterministic=True),
+                        status=OutboxStatus.DEAD.value,
+                        attempts=1,
+                        last_error=refused.description[:2000],
+                        trace_context=message.trace_context,
+                        created_at=now,
+                        next_attempt_at=now,
+                        delivered_at=None,
+                    )
+                )
             uow.commit()
         self._metrics.outbox_delivery(message.method, "delivered")
+        if refused is not None:
+            self._metrics.outbox_delivery(message.method, "refused")
+            log.warning(
+                "outbox delivery refused in part",
+                extra={"outbox_id": message.id, "method": message.method, "refused_items": refused.items},
+            )
         return True
 
     def notify(self) -> None:

@@ -61,7 +61,7 @@ def build(settings: ServiceSettings, *, clock: Clock | None = None, telemetry: T
         TopUps(db, now, calendar, limits, acquirer, accounts, runtime.idempotency, runtime.telemetry.metrics),
         Holds(db, now, acquirer, runtime.idempotency),
         Statements(db, calendar),
-        Interest(db, now, calendar, mechanics, runtime.outbox),
+        Interest(db, now, calendar, mechanics, runtime.outbox, env.integer("WALLET_INTEREST_CHUNK_SIZE", minimum=1)),
         runtime.idempotency,
         runtime.relay,
     )

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, bindparam, func, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
 from services.points.domain.lots import LotStatus
 from services.points.domain.spending import HoldStatus
+from shared import bulk
 
 _LIVE = (LotStatus.PENDING.value, LotStatus.AVAILABLE.value)
 
@@ -40,6 +41,59 @@ class PointsRepository:
     def lock_accounts(self, customer_ids: Sequence[str], now: datetime) -> list[Account]:
         """Several accounts in one order (sorted), so concurrent jobs cannot deadlock."""
         return [self.lock_account(customer_id, now) for customer_id in sorted(set(customer_ids))]
+
+    def lock_many(self, customer_ids: Sequence[str], now: datetime, *, create: bool = True) -> None:
+        """Lock many customers' accounts (created if missing, unless `create` is False) in customer
+        order, in two statements, without loading them: the set-based credits and expiry move them
+        with `bulk.add_to_columns`."""
+        ordered = sorted(set(customer_ids))
+        if not ordered:
+            return
+        table: Any = Account.__table__  # type: ignore[attr-defined]
+        if create and self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
+                text(
+                    "INSERT INTO accounts (customer_id, available, pending, held, updated_at)"
+                    " SELECT unnest(CAST(:ids AS text[])), 0, 0, 0, :now ON CONFLICT (customer_id) DO NOTHING"
+                ).bindparams(bindparam("now", type_=table.c.updated_at.type)),
+                {"ids": ordered, "now": now},
+            )
+        elif create:
+            self.session.execute(
+                sqlite.insert(table).on_conflict_do_nothing(index_elements=["customer_id"]),
+                [{"customer_id": c, "available": 0, "pending": 0, "held": 0, "updated_at": now} for c in ordered],
+            )
+        self.session.execute(
+            select(table.c.customer_id)
+            .where(bulk.any_of(self.session, table.c.customer_id, ordered))
+            .order_by(table.c.customer_id)
+            .with_for_update()
+        ).all()
+
+    def customers_with_anything_due(
+        self, customer_ids: Sequence[str], now: datetime, *, expired_lots: bool = True
+    ) -> set[str]:
+        """Those of the customers that `has_due` would answer True for, in two queries; with
+        `expired_lots=False`, only for an expired hold or a due activation."""
+        if not customer_ids:
+            return set()
+        lots: Any = Lot.__table__  # type: ignore[attr-defined]
+        holds: Any = Hold.__table__  # type: ignore[attr-defined]
+        activation = and_(lots.c.status == LotStatus.PENDING.value, lots.c.available_at <= now)
+        expiry = and_(
+            lots.c.status == LotStatus.AVAILABLE.value, lots.c.expires_at <= now, lots.c.remaining > lots.c.held
+        )
+        due_lots = select(lots.c.customer_id).where(
+            bulk.any_of(self.session, lots.c.customer_id, customer_ids),
+            or_(expiry, activation) if expired_lots else activation,
+        )
+        due_holds = select(holds.c.customer_id).where(
+            bulk.any_of(self.session, holds.c.customer_id, customer_ids),
+            holds.c.status == HoldStatus.ACTIVE.value,
+            holds.c.expire_time <= now,
+        )
+        found = set(self.session.execute(due_lots.distinct()).scalars())
+        return found | set(self.session.execute(due_holds.distinct()).scalars())
 
     def account(self, customer_id: str) -> Account | None:
         return self.session.get(Account, customer_id)

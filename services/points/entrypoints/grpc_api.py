@@ -13,13 +13,13 @@ from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from services.points.adapters.repository import PointsRepository
 from services.points.adapters.tables import HistoryLine, Hold, Lot
 from services.points.domain.history import EntryType
-from services.points.domain.lots import CreditRequest, LotStatus, PointsSource
+from services.points.domain.lots import CreditRequest, LotStatus, PointsSource, validate_credit
 from services.points.domain.spending import HoldStatus
 from services.points.service_layer.book import Settlement
-from services.points.service_layer.ledger import HoldView, Ledger
+from services.points.service_layer.ledger import HoldView, Ledger, NewLot
 from shared.db import UnitOfWork
-from shared.errors import DomainError, InvalidArgument
-from shared.idempotency import Idempotency
+from shared.errors import AlreadyExists, DomainError, InvalidArgument
+from shared.idempotency import Idempotency, Stored, request_fingerprint, validate_request_id
 from shared.metrics import Metrics
 from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
 
@@ -30,7 +30,7 @@ MAX_BATCH = 1000
 CREDIT_SCOPE = "PointsService/CreditPoints"  # one key space for single and batch credits
 
 
-def lot_to_proto(lot: Lot) -> points_pb2.Lot:
+def lot_to_proto(lot: Lot | NewLot) -> points_pb2.Lot:
     message = points_pb2.Lot(
         lot_id=lot.lot_id,
         customer_id=lot.customer_id,
@@ -158,28 +158,113 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             raise InvalidArgument.field("requests", f"must hold at most {MAX_BATCH} credits", "BATCH_TOO_LARGE")
 
         def effect(uow: UnitOfWork) -> points_pb2.BatchCreditPointsResponse:
-            results: dict[int, points_pb2.BatchCreditPointsResult] = {}
-            # One customer's account at a time, in one order: concurrent batches cannot deadlock.
-            for index in sorted(range(len(request.requests)), key=lambda i: request.requests[i].customer_id):
-                item = request.requests[index]
-                result = points_pb2.BatchCreditPointsResult(request_id=item.request_id)
-                try:
-                    answer = self._idempotency.run_nested(
-                        uow,
-                        CREDIT_SCOPE,
-                        item,
-                        points_pb2.CreditPointsResponse,
-                        self._credit_effect(credit_from_proto(item)),
-                    )
-                    result.lot.CopyFrom(answer.lot)
-                except DomainError as error:
-                    result.error_code = error.code.value[0]
-                    result.error_reason = error.reason
-                    result.error_message = error.message
-                results[index] = result
-            return points_pb2.BatchCreditPointsResponse(results=[results[i] for i in range(len(request.requests))])
+            results = self._batch_credit(uow, list(request.requests))
+            return points_pb2.BatchCreditPointsResponse(results=results)
 
         return self._run("BatchCreditPoints", request, points_pb2.BatchCreditPointsResponse, effect)
+
+    def _batch_credit(
+        self, uow: UnitOfWork, items: list[points_pb2.CreditPointsRequest]
+    ) -> list[points_pb2.BatchCreditPointsResult]:
+        """Each item as `CreditPoints` would answer it, in one transaction. Available credits of
+        customers with nothing due are written set-based (`Ledger.write_credits`: their keys in
+        one statement, then lots, lines and balances); pending credits, and customers with
+        something due, go through their `Book` one by one under a savepoint, as before. Every
+        customer's account is locked first, in customer order, so concurrent batches cannot
+        deadlock."""
+        results = [points_pb2.BatchCreditPointsResult(request_id=item.request_id) for item in items]
+
+        def refuse(index: int, error: DomainError) -> None:
+            results[index].error_code = error.code.value[0]
+            results[index].error_reason = error.reason
+            results[index].error_message = error.message
+
+        credits: dict[int, CreditRequest] = {}
+        for index, item in enumerate(items):
+            try:
+                validate_request_id(item.request_id)
+                credit = credit_from_proto(item)
+                validate_credit(credit, self._ledger.now())
+            except DomainError as error:
+                refuse(index, error)
+                continue
+            credits[index] = credit
+        # The same request id twice in one batch: the first occurrence decides, the others replay it.
+        first: dict[str, int] = {}
+        repeats: list[int] = []
+        for index in credits:
+            if items[index].request_id in first:
+                repeats.append(index)
+            else:
+                first[items[index].request_id] = index
+        stored = self._idempotency.stored_many(uow, CREDIT_SCOPE, list(first))
+        due = self._ledger.lock_customers(uow, sorted({credits[i].customer_id for i in first.values()}))
+        fast: list[int] = []
+        slow: list[int] = []
+        for request_id, index in first.items():
+            if request_id in stored:
+                self._answer(results, index, items[index], stored[request_id], refuse)
+            elif credits[index].pending or credits[index].customer_id in due:
+                slow.append(index)
+            else:
+                fast.append(index)
+        lots = self._ledger.new_lots([credits[i] for i in fast])
+        answers = {i: points_pb2.CreditPointsResponse(lot=lot_to_proto(lot)) for i, lot in zip(fast, lots, strict=True)}
+        claimed = self._idempotency.claim_many(
+            uow, CREDIT_SCOPE, [(items[i].request_id, request_fingerprint(items[i]), answers[i]) for i in fast]
+        )
+        self._ledger.write_credits(
+            uow, [lot for i, lot in zip(fast, lots, strict=True) if items[i].request_id in claimed]
+        )
+        late = [i for i in fast if items[i].request_id not in claimed]  # a concurrent first attempt committed
+        late_stored = self._idempotency.stored_many(uow, CREDIT_SCOPE, [items[i].request_id for i in late])
+        for index in fast:
+            if index in late:
+                if items[index].request_id in late_stored:
+                    self._answer(results, index, items[index], late_stored[items[index].request_id], refuse)
+                else:
+                    slow.append(index)
+            else:
+                results[index].lot.CopyFrom(answers[index].lot)
+        for index in sorted(slow, key=lambda i: credits[i].customer_id):
+            try:
+                answer = self._idempotency.run_nested(
+                    uow,
+                    CREDIT_SCOPE,
+                    items[index],
+                    points_pb2.CreditPointsResponse,
+                    self._credit_effect(credits[index]),
+                )
+                results[index].lot.CopyFrom(answer.lot)
+            except DomainError as error:
+                refuse(index, error)
+        for index in repeats:
+            origin = results[first[items[index].request_id]]
+            if request_fingerprint(items[index]) != request_fingerprint(items[first[items[index].request_id]]):
+                refuse(
+                    index,
+                    AlreadyExists(
+                        "IDEMPOTENCY_KEY_REUSED",
+                        f"request_id {items[index].request_id!r} was already used for a different request",
+                        metadata={"request_id": items[index].request_id},
+                    ),
+                )
+            else:
+                results[index].CopyFrom(origin)
+        return results
+
+    def _answer(
+        self,
+        results: list[points_pb2.BatchCreditPointsResult],
+        index: int,
+        item: points_pb2.CreditPointsRequest,
+        stored: Stored,
+        refuse: Callable[[int, DomainError], None],
+    ) -> None:
+        try:
+            results[index].lot.CopyFrom(self._idempotency.answer(stored, item, points_pb2.CreditPointsResponse).lot)
+        except DomainError as error:
+            refuse(index, error)
 
     # --- pending points -------------------------------------------------------------------
 
@@ -320,15 +405,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def ExpirePoints(
         self, request: points_pb2.ExpirePointsRequest, context: grpc.ServicerContext
     ) -> points_pb2.ExpirePointsResponse:
-        return self._job(
-            "ExpirePoints",
-            request,
-            points_pb2.ExpirePointsResponse,
-            PointsRepository.customers_with_expired_lots,
-            lambda done: points_pb2.ExpirePointsResponse(
-                lots_expired=done.lots_expired, points_expired=done.points_expired
-            ),
-        )
+        def expire() -> points_pb2.ExpirePointsResponse:
+            done = self._ledger.expire_due()
+            return points_pb2.ExpirePointsResponse(lots_expired=done.lots_expired, points_expired=done.points_expired)
+
+        return self._idempotency.run_job("PointsService/ExpirePoints", request, points_pb2.ExpirePointsResponse, expire)
 
     # --- views ----------------------------------------------------------------------------
 

@@ -7,12 +7,17 @@ commit in batches of customers; views settle first if anything is due, then read
 
 from __future__ import annotations
 
+import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from sqlalchemy import Table, case, select, update
+
 from services.points.adapters.repository import PointsRepository
 from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
+from services.points.domain import history
 from services.points.domain.history import EntryType
 from services.points.domain.lots import (
     ACTIVITY_SOURCES,
@@ -20,6 +25,7 @@ from services.points.domain.lots import (
     Lifetimes,
     LotStatus,
     PointsSource,
+    expiry_at_activation,
     group_expiring,
     validate_credit,
     validate_points,
@@ -28,6 +34,7 @@ from services.points.domain.lots import (
 )
 from services.points.domain.spending import HoldStatus, ReversalPlan
 from services.points.service_layer.book import Book, Returned, Settlement, earned_outstanding, require_active
+from shared import bulk
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -44,12 +51,59 @@ ACTIVATE = "ACTIVATE"
 CANCEL = "CANCEL"
 
 
+_lots: Table = Lot.__table__  # type: ignore[attr-defined]
+_history: Table = HistoryLine.__table__  # type: ignore[attr-defined]
+_accounts: Table = Account.__table__  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class PointsConfig:
     lifetimes: Lifetimes
     zone: tzinfo
     hold_ttl: timedelta
     job_batch: int
+    expiry_chunk: int = 10_000
+
+
+@dataclass(frozen=True)
+class NewLot:
+    """An available lot a set-based credit is about to write (the `lots` row, as a value)."""
+
+    lot_id: str
+    customer_id: str
+    amount: int
+    source: str
+    reference: str
+    expires_at: datetime
+    created_at: datetime
+    reason: str
+    operator_id: str
+    remaining: int = 0
+    held: int = 0
+    withdrawn: int = 0
+    status: str = LotStatus.AVAILABLE.value
+
+    @property
+    def available_at(self) -> datetime:
+        return self.created_at
+
+    def row(self) -> dict[str, object]:
+        return {
+            "lot_id": self.lot_id,
+            "customer_id": self.customer_id,
+            "amount": self.amount,
+            "remaining": self.amount,
+            "held": 0,
+            "withdrawn": 0,
+            "source": self.source,
+            "reference": self.reference,
+            "status": self.status,
+            "available_at": self.created_at,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+            "reason": self.reason,
+            "operator_id": self.operator_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,6 +142,9 @@ class Ledger:
         self._clock = clock
         self.config = config
         self._metrics = metrics or Metrics.noop()
+
+    def now(self) -> datetime:
+        return self._clock.now()
 
     def _expired(self, uow: UnitOfWork, points: int) -> None:
         """Count points written off once their transaction commits: lots expire lazily in any
@@ -173,6 +230,90 @@ class Ledger:
             lot for lot in book.repo.lots_of_reference(customer_id, reference) if lot.status == LotStatus.PENDING.value
         ]
         return sum(book.cancel_pending(lot, reason) for lot in lots), lots
+
+    # --- set-based credits (BatchCreditPoints) ---------------------------------------------
+
+    def new_lots(self, credits: Sequence[CreditRequest]) -> list[NewLot]:
+        """The lots these credits (validated, available at once) make, before anything is written:
+        their answers are stored with the idempotency keys in the same statement."""
+        now = self._clock.now()
+        return [
+            NewLot(
+                lot_id=str(uuid.uuid4()),
+                customer_id=c.customer_id,
+                amount=c.points,
+                remaining=c.points,
+                source=c.source.value,
+                reference=c.reference,
+                expires_at=expiry_at_activation(c.expires_at, now, self.config.lifetimes.of(c.source)),
+                created_at=now,
+                reason=c.reason,
+                operator_id=c.operator_id,
+            )
+            for c in credits
+        ]
+
+    def lock_customers(self, uow: UnitOfWork, customer_ids: Sequence[str]) -> set[str]:
+        """Lock the customers' accounts (in customer order); returns those with something due,
+        which must go through their `Book` (settled first) rather than the set-based path."""
+        repo = PointsRepository(uow.session)
+        now = self._clock.now()
+        repo.lock_many(customer_ids, now)
+        return repo.customers_with_anything_due(customer_ids, now)
+
+    def write_credits(self, uow: UnitOfWork, lots: Sequence[NewLot]) -> None:
+        """Write available credits set-based: the lots, one CREDITED line each, and each account
+        moved by the sum of its credits. The accounts must be locked (`lock_customers`) and have
+        nothing due, so this is what `Book.credit` would do for each, in fewer statements."""
+        if not lots:
+            return
+        session = uow.session
+        bulk.insert_rows(session, _lots, [lot.row() for lot in lots])
+        bulk.insert_rows(
+            session,
+            _history,
+            [
+                {
+                    "customer_id": lot.customer_id,
+                    "type": EntryType.CREDITED.value,
+                    "available_delta": lot.amount,
+                    "pending_delta": 0,
+                    "held_delta": 0,
+                    "unrecovered_points": 0,
+                    "lot_id": lot.lot_id,
+                    "hold_id": "",
+                    "source": lot.source,
+                    "reference": lot.reference,
+                    "description": (
+                        history.credited(lot.amount, lot.source, lot.reference, False)
+                        + (f": {lot.reason}" if lot.reason else "")
+                    )[:500],
+                    "operator_id": lot.operator_id,
+                    "created_at": lot.created_at,
+                }
+                for lot in lots
+            ],
+        )
+        per_customer: dict[str, int] = defaultdict(int)
+        per_source: dict[str, int] = defaultdict(int)
+        for lot in lots:
+            per_customer[lot.customer_id] += lot.amount
+            per_source[lot.source] += lot.amount
+        customers = sorted(per_customer)
+        bulk.add_to_columns(
+            session,
+            _accounts,
+            "customer_id",
+            {"available": [per_customer[c] for c in customers]},
+            customers,
+            also={"updated_at": lots[0].created_at},
+        )
+
+        def count() -> None:
+            for source, points in per_source.items():
+                self._metrics.points_credited(points, source=source, pending=False)
+
+        uow.on_commit(count)
 
     # --- holds ----------------------------------------------------------------------------
 
@@ -298,6 +439,92 @@ class Ledger:
                 self._expired(uow, batch.points_expired)
                 total.add(batch)
                 seen.update(customers)
+                uow.commit()
+
+    def expire_due(self) -> Settlement:
+        """ExpirePoints, set-based: lots past their expiry with a free part are written off in
+        chunks of `expiry_chunk` lots, one transaction each: the chunk's accounts are locked in
+        customer order, the lots updated by one statement, one EXPIRED line each (as
+        `Book.expire` writes it) and each account moved once. A customer who also has an expired
+        hold or a due activation is settled through their `Book` instead, exactly as before.
+        Idempotent by nature: a written-off lot is no longer a candidate."""
+        now = self._clock.now()
+        total = Settlement()
+        c = _lots.c
+        candidate = (c.status == LotStatus.AVAILABLE.value, c.expires_at <= now, c.remaining > c.held)
+        while True:
+            with self._db.unit_of_work() as uow:
+                session = uow.session
+                chunk = session.execute(
+                    select(c.lot_id, c.customer_id)
+                    .where(*candidate)
+                    .order_by(c.expires_at)
+                    .limit(self.config.expiry_chunk)
+                ).all()
+                if not chunk:
+                    return total
+                batch = Settlement()
+                customers = sorted({row[1] for row in chunk})
+                repo = PointsRepository(session)
+                repo.lock_many(customers, now, create=False)  # a customer with lots has an account
+                other_due = repo.customers_with_anything_due(customers, now, expired_lots=False)
+                for customer_id in sorted(other_due):
+                    batch.add(Book.open(session, customer_id, now, self.config.lifetimes, self.config.zone).settle())
+                ids = [row[0] for row in chunk if row[1] not in other_due]
+                lots = (
+                    session.execute(
+                        select(c.lot_id, c.customer_id, c.remaining, c.held, c.source, c.reference, c.created_at).where(
+                            bulk.any_of(session, c.lot_id, ids), *candidate
+                        )
+                    ).all()
+                    if ids
+                    else []
+                )
+                if lots:
+                    session.execute(
+                        update(_lots)
+                        .where(bulk.any_of(session, c.lot_id, [row[0] for row in lots]))
+                        .values(
+                            remaining=c.held,
+                            status=case((c.held == 0, LotStatus.EXPIRED.value), else_=c.status),
+                        )
+                    )
+                    lines = []
+                    per_customer: dict[str, int] = defaultdict(int)
+                    for lot_id, customer_id, remaining, held, source, reference, created_at in lots:
+                        points = remaining - held
+                        per_customer[customer_id] += points
+                        lines.append(
+                            {
+                                "customer_id": customer_id,
+                                "type": EntryType.EXPIRED.value,
+                                "available_delta": -points,
+                                "pending_delta": 0,
+                                "held_delta": 0,
+                                "unrecovered_points": 0,
+                                "lot_id": lot_id,
+                                "hold_id": "",
+                                "source": source,
+                                "reference": reference,
+                                "description": history.expired(points, created_at, self.config.zone)[:500],
+                                "operator_id": "",
+                                "created_at": now,
+                            }
+                        )
+                    bulk.insert_rows(session, _history, lines)
+                    moved = sorted(per_customer)
+                    bulk.add_to_columns(
+                        session,
+                        _accounts,
+                        "customer_id",
+                        {"available": [-per_customer[c] for c in moved]},
+                        moved,
+                        also={"updated_at": now},
+                    )
+                    batch.lots_expired += len(lots)
+                    batch.points_expired += sum(per_customer.values())
+                self._expired(uow, batch.points_expired)
+                total.add(batch)
                 uow.commit()
 
     def settle_if_due(self, customer_id: str) -> None:

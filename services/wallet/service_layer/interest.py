@@ -1,23 +1,33 @@
 """Monthly interest posting, the accruals list and the yield calculator.
 
-`post()` works through the wallets in batches of up to 1,000: it asks Promotions for the
-mechanics of the batch's customers for the month (outside any transaction), then in one
-transaction computes each interest wallet's month from its end-of-day balances and the carry of
-its previous accrual, records the accruals (unique per wallet and month, so a second run finds
-them and skips) and queues ONE outbox message, a BatchCreditPoints of the batch's positive
-credits, each keyed `interest:<wallet_id>:<month>`.
+`post()` works through the wallets opened before the month's end that have no accrual for the
+month yet, in chunks of `chunk_size` wallets (ordered by id), one transaction per chunk:
+
+1. the chunk's mechanics come from Promotions (outside any transaction; the next chunk's are
+   fetched in the background while this one is posted);
+2. its end-of-day balances are loaded in two range queries (the balance before the month, the
+   month's changes), its carries in one, and each interest wallet's month is computed in Python by
+   the domain functions (`end_of_day_balances`, `monthly_interest`): they stay the one rule;
+3. the accruals are written set-based (COPY on PostgreSQL) with the outbox messages, each a
+   BatchCreditPoints of up to `BATCH` positive credits keyed `interest:<wallet_id>:<month>`, and
+   the chunk commits, or nothing of it does.
+
+A re-run (or a run resumed after a crash between chunks) skips the wallets that have their
+accrual, which is unique per wallet and month: nothing is posted or queued twice.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from services.wallet.adapters import points_peer
@@ -26,6 +36,7 @@ from services.wallet.adapters.tables import InterestAccrual, StatementEntry, Wal
 from services.wallet.domain.balances import end_of_day_balances
 from services.wallet.domain.interest import YieldMonth, monthly_interest, project_yield
 from services.wallet.domain.mechanics import InterestMechanic, Mechanic
+from shared import bulk
 from shared.calendar import Month, ProgrammeCalendar
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
@@ -35,7 +46,8 @@ from shared.pagination import decode_token, encode_token
 
 log = logging.getLogger(__name__)
 
-BATCH = points_peer.MAX_BATCH
+BATCH = points_peer.MAX_BATCH  # credits per outbox message (BatchCreditPoints takes at most 1,000)
+CHUNK = 10_000  # wallets per transaction unless configured (WALLET_INTEREST_CHUNK_SIZE)
 MAX_MONTHS = 120
 _wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
 _entries: Table = StatementEntry.__table__  # type: ignore[attr-defined]
@@ -72,12 +84,14 @@ class Interest:
         calendar: ProgrammeCalendar,
         mechanics: MechanicLookup,
         outbox: Outbox,
+        chunk_size: int = CHUNK,
     ) -> None:
         self._db = database
         self._clock = clock
         self._calendar = calendar
         self._mechanics = mechanics
         self._outbox = outbox
+        self._chunk_size = chunk_size
 
     # -- posting -----------------------------------------------------------------------------------
 
@@ -93,111 +107,126 @@ class Interest:
         return month
 
     def post(self, month: Month) -> PostSummary:
-        summary = PostSummary()
-        after = ""
-        month_end = self._calendar.month_end(month)
-        while True:
-            with self._db.unit_of_work() as uow:
-                w = _wallets.c
-                rows = uow.session.execute(
-                    select(w.wallet_id, w.customer_id)
-                    .where(w.created_at < month_end, w.wallet_id > after)
-                    .order_by(w.wallet_id)
-                    .limit(BATCH)
-                ).all()
-            batch = [_WalletRow(r[0], r[1]) for r in rows]
-            if not batch:
-                return summary
-            mechanics = self._mechanics.for_month([row.customer_id for row in batch], month)
-            summary += self._post_batch(batch, mechanics, month)
-            after = batch[-1].wallet_id
+        with self._db.unit_of_work() as uow:
+            already = uow.session.execute(
+                select(func.count()).select_from(_accruals).where(_accruals.c.month == str(month))
+            ).scalar_one()
+        summary = PostSummary(already_posted=int(already))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="interest-mechanics") as prefetch:
+            chunk = self._unposted(month, after="")
+            mechanics = self._fetch(prefetch, chunk, month)
+            while chunk:
+                following = self._unposted(month, after=chunk[-1].wallet_id)
+                following_mechanics = self._fetch(prefetch, following, month)  # while this chunk posts
+                summary += self._post_chunk(chunk, mechanics.result(), month)
+                chunk, mechanics = following, following_mechanics
+        return summary
 
-    def _post_batch(self, batch: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month) -> PostSummary:
+    def _fetch(
+        self, pool: ThreadPoolExecutor, chunk: Sequence[_WalletRow], month: Month
+    ) -> Future[dict[str, Mechanic]]:
+        # In the caller's context, so the look-up is traced under the posting's span.
+        context = contextvars.copy_context()
+        return pool.submit(context.run, self._mechanics.for_month, [row.customer_id for row in chunk], month)
+
+    def _unposted(self, month: Month, after: str) -> list[_WalletRow]:
+        """The next chunk of wallets opened before the month's end without an accrual for it."""
+        w, a = _wallets.c, _accruals.c
+        with self._db.unit_of_work() as uow:
+            rows = uow.session.execute(
+                select(w.wallet_id, w.customer_id)
+                .where(
+                    w.created_at < self._calendar.month_end(month),
+                    w.wallet_id > after,
+                    ~exists().where(and_(a.wallet_id == w.wallet_id, a.month == str(month))),
+                )
+                .order_by(w.wallet_id)
+                .limit(self._chunk_size)
+            ).all()
+        return [_WalletRow(r[0], r[1]) for r in rows]
+
+    def _post_chunk(self, chunk: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month) -> PostSummary:
         for _ in range(3):
             try:
                 with self._db.unit_of_work() as uow:
-                    summary = self._post_batch_in(uow, batch, mechanics, month)
+                    summary = self._post_chunk_in(uow, chunk, mechanics, month)
                     uow.commit()
                     return summary
             except IntegrityError:
-                log.info("a concurrent run posted part of the batch; reading it again", extra={"month": str(month)})
+                log.info("a concurrent run posted part of the chunk; reading it again", extra={"month": str(month)})
         raise FailedPrecondition("INTEREST_POSTING_RACE", "another run keeps posting the same wallets; run again")
 
-    def _post_batch_in(
-        self, uow: UnitOfWork, batch: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month
+    def _post_chunk_in(
+        self, uow: UnitOfWork, chunk: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month
     ) -> PostSummary:
-        ids = [row.wallet_id for row in batch]
+        first, last = chunk[0].wallet_id, chunk[-1].wallet_id
         a = _accruals.c
         already = set(
-            uow.session.execute(select(a.wallet_id).where(a.month == str(month), a.wallet_id.in_(ids))).scalars()
+            uow.session.execute(
+                select(a.wallet_id).where(a.month == str(month), a.wallet_id >= first, a.wallet_id <= last)
+            ).scalars()
         )
         todo: list[tuple[_WalletRow, InterestMechanic]] = []
         not_on_interest = 0
-        for row in batch:
+        for row in chunk:
             mechanic = mechanics[row.customer_id]
             if not isinstance(mechanic, InterestMechanic):
                 not_on_interest += 1
             elif row.wallet_id not in already:
                 todo.append((row, mechanic))
-        todo_ids = [row.wallet_id for row, _ in todo]
-        balances = self.daily_balances(uow, todo_ids, month)
-        carries = self._carries(uow, todo_ids, month)
+        if not todo:
+            return PostSummary(0, 0, not_on_interest, 0)
+        start, end = self._calendar.month_start(month), self._calendar.month_end(month)
+        day_ends = [self._calendar.end_of_day(day) for day in month.days()]
+        opening, changes = balances_in_range(uow, first, last, start, end)
+        carries = self._carries(uow, first, last, month)
         now = self._clock.now()
+        rows: list[dict[str, object]] = []
         credits: list[points_peer.InterestCredit] = []
         points_total = 0
         for row, mechanic in todo:
-            result = monthly_interest(balances[row.wallet_id], mechanic, carries.get(row.wallet_id, 0))
-            uow.session.add(
-                InterestAccrual(
-                    wallet_id=row.wallet_id,
-                    customer_id=row.customer_id,
-                    month=str(month),
-                    mechanic_code=mechanic.code[:64],
-                    mechanic_name=mechanic.name[:200],
-                    apr_bps=mechanic.apr_bps,
-                    basis=mechanic.basis.value,
-                    basis_minor=result.basis_minor,
-                    carry_in_micro=result.carry_in_micro,
-                    accrued_micro=result.accrued_micro,
-                    points=result.points,
-                    carry_out_micro=result.carry_out_micro,
-                    posted_at=now,
-                )
+            balances = end_of_day_balances(opening.get(row.wallet_id, 0), changes.get(row.wallet_id, ()), day_ends)
+            result = monthly_interest(balances, mechanic, carries.get(row.wallet_id, 0))
+            rows.append(
+                {
+                    "wallet_id": row.wallet_id,
+                    "customer_id": row.customer_id,
+                    "month": str(month),
+                    "mechanic_code": mechanic.code[:64],
+                    "mechanic_name": mechanic.name[:200],
+                    "apr_bps": mechanic.apr_bps,
+                    "basis": mechanic.basis.value,
+                    "basis_minor": result.basis_minor,
+                    "carry_in_micro": result.carry_in_micro,
+                    "accrued_micro": result.accrued_micro,
+                    "points": result.points,
+                    "carry_out_micro": result.carry_out_micro,
+                    "posted_at": now,
+                }
             )
             if result.points > 0:
                 credits.append(points_peer.InterestCredit(row.wallet_id, row.customer_id, str(month), result.points))
                 points_total += result.points
-        uow.session.flush()  # the unique (wallet, month) key speaks here if a concurrent run won
-        if credits:
+        # The unique (wallet, month) key speaks here if a concurrent run won: the chunk is read again.
+        bulk.insert_rows(uow.session, _accruals, rows)
+        for offset in range(0, len(credits), BATCH):
             self._outbox.enqueue(
                 uow,
                 peer=points_peer.PEER,
                 method=points_peer.BATCH_CREDIT_POINTS,
-                request=points_peer.batch_credit_request(f"interest-batch:{month}:{uuid.uuid4()}", credits),
+                request=points_peer.batch_credit_request(
+                    f"interest-batch:{month}:{uuid.uuid4()}", credits[offset : offset + BATCH]
+                ),
             )
-        return PostSummary(len(todo), len(already), not_on_interest, points_total)
-
-    def daily_balances(self, uow: UnitOfWork, wallet_ids: Sequence[str], month: Month) -> dict[str, list[int]]:
-        """End-of-day balances of every day of `month` for each wallet (0 before it opened)."""
-        if not wallet_ids:
-            return {}
-        start, end = self._calendar.month_start(month), self._calendar.month_end(month)
-        day_ends = [self._calendar.end_of_day(day) for day in month.days()]
-        opening, changes = balances_between(uow, wallet_ids, start, end)
-        return {
-            wallet_id: end_of_day_balances(opening.get(wallet_id, 0), changes.get(wallet_id, []), day_ends)
-            for wallet_id in wallet_ids
-        }
+        return PostSummary(len(todo), 0, not_on_interest, points_total)
 
     @staticmethod
-    def _carries(uow: UnitOfWork, wallet_ids: Sequence[str], month: Month) -> dict[str, int]:
+    def _carries(uow: UnitOfWork, first: str, last: str, month: Month) -> dict[str, int]:
         """Carry-out of each wallet's latest accrual before `month` (months are posted in order)."""
-        if not wallet_ids:
-            return {}
         a = _accruals.c
         latest = (
             select(a.wallet_id, func.max(a.month).label("month"))
-            .where(a.wallet_id.in_(wallet_ids), a.month < str(month))
+            .where(a.wallet_id >= first, a.wallet_id <= last, a.month < str(month))
             .group_by(a.wallet_id)
             .subquery()
         )
@@ -236,6 +265,35 @@ class Interest:
             else self._calendar.month_of(self._clock.now()).next()
         )
         return project_yield(amount_minor, first, months, mechanic, monthly_spend_minor)
+
+
+def balances_in_range(
+    uow: UnitOfWork, first: str, last: str, start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, list[tuple[datetime, int]]]]:
+    """`balances_between` for the wallets with ids in [first, last] (a chunk of the posting),
+    by range instead of a list of ids."""
+    e = _entries.c
+    in_range = (e.wallet_id >= first, e.wallet_id <= last)
+    last_before = (
+        select(e.wallet_id, func.max(e.id).label("id"))
+        .where(*in_range, e.created_at < start)
+        .group_by(e.wallet_id)
+        .subquery()
+    )
+    opening = {
+        row[0]: int(row[1])
+        for row in uow.session.execute(
+            select(e.wallet_id, e.balance_after_minor).join(last_before, e.id == last_before.c.id)
+        ).all()
+    }
+    changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for wallet_id, created_at, balance in uow.session.execute(
+        select(e.wallet_id, e.created_at, e.balance_after_minor)
+        .where(*in_range, e.created_at >= start, e.created_at < end)
+        .order_by(e.wallet_id, e.id)
+    ).all():
+        changes[wallet_id].append((created_at, int(balance)))
+    return opening, changes
 
 
 def balances_between(

@@ -1,0 +1,93 @@
+"""Set-based writes for the batch jobs: many rows in one statement, inside the caller's transaction.
+
+The batch jobs (interest posting, points credits in batches, expiry) write thousands of rows per
+transaction; one ORM object and one statement per row is what made them slow. These helpers take
+plain rows (dicts, all with the same keys) and:
+
+- `insert_rows`: PostgreSQL `COPY ... FROM STDIN` on the transaction's own connection (so the rows
+  commit or roll back with everything else); elsewhere (SQLite) one executemany.
+- `add_to_columns`: `UPDATE table SET col = col + delta ... WHERE key = ...` for many keys, as one
+  UPDATE ... FROM unnest(arrays) on PostgreSQL; an executemany elsewhere.
+- `any_of`: `column IN (values)` as `column = ANY(:array)` on PostgreSQL (one parameter, however
+  many values), an expanding IN elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.type_api import TypeEngine
+
+
+def dialect_of(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` (same keys each) into `table` in the caller's transaction."""
+    if not rows:
+        return
+    columns = list(rows[0].keys())
+    if dialect_of(session) != "postgresql":
+        session.execute(insert(table), list(rows))
+        return
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    names = ", ".join(f'"{name}"' for name in columns)
+    statement = f'COPY "{table.name}" ({names}) FROM STDIN'
+    try:
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in columns])
+    except psycopg.errors.IntegrityError as error:  # as SQLAlchemy would raise it for an INSERT
+        raise IntegrityError(statement, None, error) from error
+
+
+def add_to_columns(
+    session: Session,
+    table: Table,
+    key: str,
+    deltas: Mapping[str, Sequence[int]],
+    keys: Sequence[str],
+    also: Mapping[str, Any] | None = None,
+) -> None:
+    """For each i: `UPDATE table SET c = c + deltas[c][i] (for each c), also... WHERE key = keys[i]`.
+
+    `keys` must be distinct (sum the deltas of one key first); give them sorted, so that
+    concurrent callers lock rows in one order."""
+    if not keys:
+        return
+    also = dict(also or {})
+    if dialect_of(session) == "postgresql":
+        sets = [f'"{c}" = t."{c}" + v."{c}"' for c in deltas] + [f'"{c}" = :{c}' for c in also]
+        arrays = ", ".join(f'unnest(CAST(:d_{c} AS bigint[])) AS "{c}"' for c in deltas)
+        statement = text(
+            f'UPDATE "{table.name}" AS t SET {", ".join(sets)}'
+            f' FROM (SELECT unnest(CAST(:keys AS text[])) AS "key", {arrays}) AS v'
+            f' WHERE t."{key}" = v."key"'
+        ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in also))
+        params: dict[str, Any] = {"keys": list(keys), **{f"d_{c}": list(v) for c, v in deltas.items()}, **also}
+        session.execute(statement, params)
+        return
+    assignments = ", ".join([f'"{c}" = "{c}" + :d_{c}' for c in deltas] + [f'"{c}" = :{c}' for c in also])
+    statement = text(f'UPDATE "{table.name}" SET {assignments} WHERE "{key}" = :key').bindparams(
+        *(bindparam(c, type_=table.c[c].type) for c in also)
+    )
+    session.execute(
+        statement,
+        [{"key": k, **{f"d_{c}": v[i] for c, v in deltas.items()}, **also} for i, k in enumerate(keys)],
+    )
+
+
+def any_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`: one array parameter on PostgreSQL, an expanding IN elsewhere."""
+    if dialect_of(session) == "postgresql":
+        item_type: TypeEngine[Any] = column.type
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item_type), unique=True))
+    return column.in_(list(values))
