@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,8 +20,10 @@ from gateway import cabinet
 from gateway.auth import TokenVerifier
 from gateway.backends import Backends, current_request_id
 from gateway.deps import storable_parameters
+from gateway.limits import BodyLimit, RateLimiter
 from gateway.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, install
 from gateway.routes import ROUTERS
+from gateway.routes.admin_experiments import IMPORT_PATH
 from gateway.settings import GatewaySettings
 from shared.metrics import HttpMetricsMiddleware
 from shared.telemetry import VERSION, Telemetry
@@ -103,7 +105,11 @@ class RequestContext:
 
 
 def create_app(
-    settings: GatewaySettings, *, backends: Backends | None = None, telemetry: Telemetry | None = None
+    settings: GatewaySettings,
+    *,
+    backends: Backends | None = None,
+    telemetry: Telemetry | None = None,
+    rate_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     telemetry = telemetry or Telemetry("gateway")
 
@@ -131,6 +137,7 @@ def create_app(
         telemetry=telemetry,
     )
     app.state.telemetry = telemetry
+    app.state.limiter = RateLimiter(rate_clock)
     for router in ROUTERS:
         app.include_router(router)
     cabinet.install(app)
@@ -138,6 +145,10 @@ def create_app(
     _problems_as_problem_json(app)
     # Per-route request count and duration, labelled by the route template; probes not measured.
     app.add_middleware(HttpMetricsMiddleware, metrics=telemetry.metrics, exclude_paths=PROBES)
+    # Bodies over the limit are refused before (or while) they are read; the CSV import streams.
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, limits_by_path={IMPORT_PATH: settings.max_import_body_bytes}
+    )
     app.add_middleware(RequestContext, telemetry=telemetry)  # outermost: the span covers the rest
     return app
 

@@ -22,6 +22,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.limits import RateLimiter
 from shared.errors import PeerUnavailable, PermissionDenied, Unauthenticated
 from shared.validation import MAX_CUSTOMER_ID
 
@@ -85,6 +86,9 @@ class TokenVerifier:
             raise Unauthenticated("TOKEN_INVALID", f"the bearer token lacks the {error.claim!r} claim") from None
         except jwt.InvalidTokenError as error:  # malformed, alg none or another algorithm, bad iat/nbf
             raise Unauthenticated("TOKEN_INVALID", f"the bearer token is not valid: {error}") from None
+        for name in ("exp", "nbf", "iat"):  # NumericDate is a JSON number (PyJWT also takes "123")
+            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
+                raise Unauthenticated("TOKEN_INVALID", f"the token's {name} must be a number of seconds")
         sub, roles = claims.get("sub"), claims.get("roles")
         if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_CUSTOMER_ID:
             raise Unauthenticated("TOKEN_INVALID", f"the token's sub must be 1 to {MAX_CUSTOMER_ID} characters")
@@ -105,10 +109,24 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <JWT>
 def authenticated(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    if credentials is None:
-        raise Unauthenticated("TOKEN_MISSING", "an Authorization: Bearer token is required")
-    verifier: TokenVerifier = request.app.state.verifier
-    return verifier.verify(credentials.credentials)
+    """The caller, after spending one request of their rate: a customer's or operator's own bucket
+    (by subject), or the client IP's when the request carries no valid token (so a client guessing
+    tokens meets 429 too)."""
+    limiter: RateLimiter = request.app.state.limiter
+    settings = request.app.state.settings
+    try:
+        if credentials is None:
+            raise Unauthenticated("TOKEN_MISSING", "an Authorization: Bearer token is required")
+        verifier: TokenVerifier = request.app.state.verifier
+        principal = verifier.verify(credentials.credentials)
+    except Unauthenticated:
+        limiter.take(f"ip:{request.client.host if request.client else 'unknown'}", settings.customer_rate)
+        raise
+    if OPERATOR in principal.roles:
+        limiter.take(f"operator:{principal.sub}", settings.operator_rate)
+    else:
+        limiter.take(f"sub:{principal.sub}", settings.customer_rate)
+    return principal
 
 
 def _requiring(role: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import mechanic_pb2, money_pb2
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from shared.errors import InvalidArgument
 from shared.protoconv import from_timestamp, to_timestamp
@@ -25,6 +25,17 @@ NonNegativeInt64 = Annotated[int, Field(strict=True, ge=0, le=INT64_MAX)]
 NonNegativeInt32 = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 PositiveInt32 = Annotated[int, Field(strict=True, gt=0, le=INT32_MAX)]
 Text = Annotated[str, Field(max_length=500)]
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic would also take a number as Unix seconds; the contract is RFC 3339 text only.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return value
+
+
+# An instant in a request: RFC 3339 text with an offset (no numbers, no naive times).
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 

@@ -6,6 +6,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from gateway.auth import Principal
 from gateway.backends import Backends
@@ -56,9 +58,34 @@ def request_id(principal: Principal, key: str | None) -> str:
     return f"{principal.sub}/{key if key is not None else uuid.uuid4().hex}"
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+_DECLARED: dict[int, frozenset[str]] = {}  # by id() of a route: routes live as long as their app
+
+
+def _declared_query(route: APIRoute) -> frozenset[str]:
+    names = _DECLARED.get(id(route))
+    if names is None:
+        names = _DECLARED[id(route)] = frozenset(_query_names(route.dependant))
+    return names
+
+
 def storable_parameters(request: Request) -> None:
-    """Path and query parameters must be text a service can store (see `text_fault`); bodies are
-    checked by their models."""
+    """Query parameters must be ones the route declares (an unknown one is 400
+    `UNKNOWN_QUERY_PARAMETER`: a misspelt `page_sise`, or a `customer_id` that would otherwise be
+    silently ignored, is the client's mistake to hear about); path and query parameters must be
+    text a service can store (see `text_fault`); bodies are checked by their models."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        declared = _declared_query(route)
+        for name in request.query_params:
+            if name not in declared:
+                raise InvalidArgument.field(name, "is not a parameter of this operation", "UNKNOWN_QUERY_PARAMETER")
     for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
         fault = text_fault(value) if isinstance(value, str) else None
         if fault:

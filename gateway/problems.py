@@ -51,6 +51,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     415: "Unsupported media type",
     422: "Refused",
     429: "Too many requests",
@@ -110,7 +111,7 @@ def from_domain_error(error: DomainError) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if error.reason != "TOKEN_MISSING" else "Bearer"
     if status in (429, 503):
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = error.metadata.get("retry_after_seconds", "1") if status == 429 else "1"
     if status == BAD_GATEWAY:
         log.error("backend failed", extra={"reason": error.reason, "detail": error.message})
     return problem_response(
@@ -152,7 +153,9 @@ def install(app: FastAPI) -> None:
 
     async def on_http_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        reason = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+        reason = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "BODY_TOO_LARGE"}.get(
+            error.status_code, "HTTP_ERROR"
+        )
         return problem_response(error.status_code, reason, str(error.detail), headers=dict(error.headers or {}))
 
     app.add_exception_handler(DomainError, on_domain_error)
@@ -176,7 +179,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _documented(404, "Not found (or not the caller's)"),
     409: _documented(409, "Idempotency-Key reused with another request, or the thing already exists"),
     422: _documented(422, "Refused by a business rule; `reason` says which"),
-    429: _documented(429, "A backend is overloaded; retry later"),
+    413: _documented(413, "The request body is over the gateway's limit (BODY_TOO_LARGE)"),
+    429: _documented(
+        429, "Too many requests from this caller (RATE_LIMITED) or a backend is overloaded; see Retry-After"
+    ),
     501: _documented(501, "The backend does not implement this yet"),
     502: _documented(502, "A backend failed"),
     503: _documented(503, "A backend is unavailable or timed out; retry with the same Idempotency-Key"),

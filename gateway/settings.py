@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.limits import Rate
 from shared.settings import SERVICES, Env, SettingsError
 
 # The documented development secret: `LOYALTY_ENV=dev` (what `make run` sets) uses it when
@@ -29,6 +30,10 @@ class GatewaySettings:
     environment: str
     log_level: str
     log_format: str
+    max_body_bytes: int
+    max_import_body_bytes: int
+    customer_rate: Rate
+    operator_rate: Rate
 
     @property
     def dev(self) -> bool:
@@ -64,4 +69,10 @@ class GatewaySettings:
             environment=environment,
             log_level=env.text("LOG_LEVEL").upper(),
             log_format=log_format,
+            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", minimum=1),
+            max_import_body_bytes=env.integer("GATEWAY_MAX_IMPORT_BODY_BYTES", minimum=1),
+            customer_rate=Rate(env.integer("GATEWAY_RATE_LIMIT_PER_SECOND"), env.integer("GATEWAY_RATE_LIMIT_BURST")),
+            operator_rate=Rate(
+                env.integer("GATEWAY_OPERATOR_RATE_LIMIT_PER_SECOND"), env.integer("GATEWAY_OPERATOR_RATE_LIMIT_BURST")
+            ),
         )

@@ -130,16 +130,35 @@ _KIND_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
 }
 
 
+# The status travels in response headers, which clients cap (grpc's default is 8 KiB in all), and
+# a refusal often quotes what the client sent: a 70,000-character id must not turn a clean
+# NOT_FOUND into a transport error. So quoted text is clipped (in UTF-8 bytes).
+MAX_MESSAGE_BYTES = 512
+MAX_METADATA_BYTES = 128
+MAX_VIOLATIONS = 5
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, on a character boundary, marked with an ellipsis."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
+
+
 def to_status(error: DomainError) -> grpc.Status:
     """The rich gRPC status for a domain error: code, message, ErrorInfo and field violations."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=error.domain, metadata=error.metadata)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    metadata = {clip(key, MAX_METADATA_BYTES): clip(value, MAX_METADATA_BYTES) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=error.domain, metadata=metadata)
+    status = status_pb2.Status(code=error.code.value[0], message=clip(error.message, MAX_MESSAGE_BYTES))
     status.details.add().Pack(info)
     if error.field_violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.field_violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=clip(v.field, MAX_METADATA_BYTES), description=clip(v.description, 2 * MAX_METADATA_BYTES)
+                )
+                for v in error.field_violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.add().Pack(bad_request)

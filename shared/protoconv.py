@@ -25,7 +25,20 @@ def to_timestamp(instant: datetime) -> Timestamp:
     return stamp
 
 
-def from_timestamp(stamp: Timestamp) -> datetime:
+# What google.protobuf.Timestamp may hold (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z) and Duration.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+MAX_DURATION_SECONDS = 315_576_000_000
+_NANOS = 999_999_999
+
+
+def from_timestamp(stamp: Timestamp, field: str = "timestamp") -> datetime:
+    """The instant of a request's Timestamp; one protobuf does not allow (seconds outside years
+    1..9999, nanos outside 0..999,999,999) is INVALID_ARGUMENT `INVALID_TIMESTAMP`, not a crash."""
+    if not MIN_TIMESTAMP_SECONDS <= stamp.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= stamp.nanos <= _NANOS:
+        raise InvalidArgument.field(
+            field, "must be a valid Timestamp (years 1 to 9999, nanos 0 to 999999999)", "INVALID_TIMESTAMP"
+        )
     return stamp.ToDatetime(tzinfo=UTC)
 
 
@@ -33,7 +46,23 @@ def optional_timestamp(message: object, field: str) -> datetime | None:
     """The field's instant, or None when it was not set (proto3 message fields track presence)."""
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
-    return from_timestamp(getattr(message, field))
+    return from_timestamp(getattr(message, field), field)
+
+
+def from_duration(duration: Duration, field: str = "duration") -> timedelta:
+    """The span of a request's Duration; one protobuf does not allow (beyond +-10,000 years, nanos
+    beyond +-999,999,999 or of the other sign than the seconds) is INVALID_ARGUMENT `INVALID_DURATION`."""
+    seconds, nanos = duration.seconds, duration.nanos
+    if (
+        not -MAX_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS
+        or not -_NANOS <= nanos <= _NANOS
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        raise InvalidArgument.field(
+            field, "must be a valid Duration (at most 10,000 years, nanos of the seconds' sign)", "INVALID_DURATION"
+        )
+    return timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def _prefix(wrapper: Any) -> str:

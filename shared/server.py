@@ -137,8 +137,10 @@ def _wrap_stream(behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
 def server_options(max_connection_age_ms: int) -> list[tuple[str, int]]:
     """Never share a port silently with another process; with a maximum connection age, clients
     reconnect now and then (in-flight calls finish first), re-resolve the peer's address and so
-    spread over the replicas that appeared since (round_robin over a headless Service)."""
-    options = [("grpc.so_reuseport", 0)]
+    spread over the replicas that appeared since (round_robin over a headless Service). A request
+    message larger than `MAX_RECEIVE_MESSAGE_BYTES` is refused by gRPC itself with
+    RESOURCE_EXHAUSTED before any handler runs."""
+    options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)]
     if max_connection_age_ms > 0:
         options += [
             ("grpc.max_connection_age_ms", max_connection_age_ms),
@@ -148,6 +150,9 @@ def server_options(max_connection_age_ms: int) -> list[tuple[str, int]]:
 
 
 CONNECTION_AGE_GRACE_MS = 30_000
+# gRPC's own default, stated: the largest message is an ImportCustomerFeatures batch of 10,000 rows
+# (about 1 MiB), every other request is a few hundred bytes.
+MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class GrpcServer:

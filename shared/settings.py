@@ -54,6 +54,34 @@ SETTINGS: tuple[Setting, ...] = (
         "Deadline of the gateway's calls that run operator jobs (every other call uses PEER_DEADLINE_MS).",
     ),
     Setting(
+        "GATEWAY_MAX_BODY_BYTES",
+        "1048576",
+        "Largest request body the gateway accepts (1 MiB); a larger one is 413 `BODY_TOO_LARGE`, refused "
+        "from its Content-Length before it is read, or as soon as a streamed body passes the limit.",
+    ),
+    Setting(
+        "GATEWAY_MAX_IMPORT_BODY_BYTES",
+        "268435456",
+        "Largest CSV body of `POST /v1/admin/customer-features/import` (256 MiB; it is streamed, not held).",
+    ),
+    Setting(
+        "GATEWAY_RATE_LIMIT_PER_SECOND",
+        "10",
+        "Requests per second each customer (token subject) may make, and each client IP without a valid "
+        "token; over it the answer is 429 `RATE_LIMITED` with Retry-After. 0 turns the limit off.",
+    ),
+    Setting(
+        "GATEWAY_RATE_LIMIT_BURST", "40", "Requests a customer or client IP may make at once before the rate applies."
+    ),
+    Setting(
+        "GATEWAY_OPERATOR_RATE_LIMIT_PER_SECOND",
+        "50",
+        "Requests per second of each operator (a token with role operator), limited apart from customers; 0: off.",
+    ),
+    Setting(
+        "GATEWAY_OPERATOR_RATE_LIMIT_BURST", "200", "Requests an operator may make at once before the rate applies."
+    ),
+    Setting(
         "LOYALTY_ENV",
         "production",
         "`dev` lets the gateway fall back to the documented dev JWT secret (`make run` sets it); anything else "

@@ -13,13 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from loyalty.common.v1 import mechanic_pb2
 from loyalty.promotions.v1 import experiments_pb2 as pb
 from loyalty.promotions.v1 import promotions_pb2
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from gateway.auth import Operator
 from gateway.backends import Backends
 from gateway.convert import (
     INT32_MAX,
     Body,
+    Instant,
     MechanicOut,
     Name,
     NonNegativeInt32,
@@ -41,6 +42,8 @@ from shared.features_csv import FeatureImport, parse_header
 from shared.validation import MAX_CUSTOMER_ID
 
 router = APIRouter(prefix="/v1/admin")
+# The one streamed upload; it has its own body limit (GATEWAY_MAX_IMPORT_BODY_BYTES).
+IMPORT_PATH = "/v1/admin/customer-features/import"
 TAG = "admin: experiments"
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=64, description="The experiment.")]
@@ -132,7 +135,7 @@ class ExperimentIn(Body):
     sample_size: NonNegativeInt64
     variants: list[VariantIn] = Field(max_length=50)
     salt: Annotated[str, Field(max_length=200)]
-    end_time: AwareDatetime | None = Field(None, description="Planned end of the test period.")
+    end_time: Instant | None = Field(None, description="Planned end of the test period.")
 
 
 class StrataOut(BaseModel):
@@ -366,8 +369,8 @@ def draw_sample(
 
 
 class StartIn(Body):
-    start_time: AwareDatetime | None = Field(None, description="When the mechanics come into force; now when absent.")
-    end_time: AwareDatetime | None = Field(None, description="Planned end of the test period.")
+    start_time: Instant | None = Field(None, description="When the mechanics come into force; now when absent.")
+    end_time: Instant | None = Field(None, description="Planned end of the test period.")
 
 
 @router.post(
@@ -449,8 +452,8 @@ def experiment_results(
     operator: Operator,
     api: Api,
     confidence_level_bps: Annotated[int, Query(ge=0, le=INT32_MAX, description="0 means 9500 (95 %).")] = 0,
-    start_time: Annotated[AwareDatetime | None, Query(description="Measurement start; the experiment's.")] = None,
-    end_time: Annotated[AwareDatetime | None, Query(description="Measurement end; the experiment's or now.")] = None,
+    start_time: Annotated[Instant | None, Query(description="Measurement start; the experiment's.")] = None,
+    end_time: Annotated[Instant | None, Query(description="Measurement end; the experiment's or now.")] = None,
 ) -> ResultsOut:
     request = pb.GetExperimentResultsRequest(experiment_id=experiment_id, confidence_level_bps=confidence_level_bps)
     _set_time(request, "start_time", start_time, "start_time")
@@ -503,7 +506,7 @@ def experiment_results(
 class RolloutIn(Body):
     variant_id: ShortId
     reason: Annotated[str, Field(min_length=1, max_length=500)]
-    effective_time: AwareDatetime | None = Field(None, description="From when; now when absent.")
+    effective_time: Instant | None = Field(None, description="From when; now when absent.")
 
 
 class RolloutOut(BaseModel):
@@ -643,7 +646,7 @@ _UNSUPPORTED = {
 
 
 @router.post(
-    "/customer-features/import",
+    IMPORT_PATH.removeprefix(router.prefix),
     response_model=ImportOut,
     tags=[TAG],
     summary="Import customer features from CSV (upserts by customer and as_of; bad rows counted)",

@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from loyalty.promotions.v1 import promotions_pb2
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from gateway.auth import Operator
 from gateway.convert import (
     Body,
+    Instant,
     Name,
     NonNegativeInt32,
     NonNegativeInt64,
@@ -53,7 +54,7 @@ def _set_time(message: object, field: str, value: datetime | None, name: str) ->
 
 
 class EndIn(Body):
-    end_time: AwareDatetime | None = Field(None, description="When it stops applying; now when absent.")
+    end_time: Instant | None = Field(None, description="When it stops applying; now when absent.")
 
 
 # --- earning rules -----------------------------------------------------------------------------
@@ -65,8 +66,8 @@ class EarningRuleIn(Body):
     category: Annotated[str, Field(max_length=64)] = ""
     rate_bps: NonNegativeInt32
     min_order_amount_minor: NonNegativeInt64 | None = Field(None, description="For ORDER_AMOUNT_TIER.")
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
+    start_time: Instant | None = None
+    end_time: Instant | None = None
 
 
 class EarningRuleOut(BaseModel):
@@ -152,8 +153,8 @@ def end_earning_rule(
 class CampaignIn(Body):
     name: Name
     description: Text = ""
-    start_time: AwareDatetime
-    end_time: AwareDatetime
+    start_time: Instant
+    end_time: Instant
     categories: list[Category] = Field(default_factory=list, max_length=100)
     customer_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         None, max_length=10000, description="Only these customers; everyone when absent."
@@ -274,8 +275,8 @@ class PromoCodeIn(Body):
     fixed_points: PositiveInt64 | None = None
     percent_bps: PositiveInt32 | None = Field(None, description="Points as a share of the money paid: 500 = 5 %.")
     max_points_per_use: NonNegativeInt64 = 0
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
+    start_time: Instant | None = None
+    end_time: Instant | None = None
     per_customer_limit: NonNegativeInt32 = 0
     usage_limit: NonNegativeInt64 = 0
     budget_points: NonNegativeInt64 = 0

@@ -25,6 +25,9 @@ def gateway_settings(targets: Mapping[str, str], **overrides: str) -> GatewaySet
         "PEER_DEADLINE_MS": "5000",
         "PEER_RETRY_ATTEMPTS": "2",
         "OTEL_TRACES_EXPORTER": "none",
+        # Tests call as one subject far faster than any customer; the rate limit has its own tests.
+        "GATEWAY_RATE_LIMIT_PER_SECOND": "0",
+        "GATEWAY_OPERATOR_RATE_LIMIT_PER_SECOND": "0",
     }
     for name in ("wallet", "points", "promotions", "checkout"):
         environ[f"{name.upper()}_TARGET"] = targets.get(name, UNREACHABLE)

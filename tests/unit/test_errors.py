@@ -91,3 +91,14 @@ def test_a_status_without_error_info_gets_a_reason_from_its_code() -> None:
     back = from_rpc_error(_FakeCall(status))
     assert isinstance(back, PeerUnavailable)
     assert back.reason == "UNAVAILABLE"
+
+
+def test_a_status_quoting_huge_client_text_stays_small() -> None:
+    from shared.errors import InvalidArgument, NotFound, to_status
+
+    huge = "\U0001f600" * 70_000
+    status = to_status(NotFound("RULE_NOT_FOUND", f"rule {huge} not found", metadata={"rule_id": huge}))
+    headers = dict(status.trailing_metadata)
+    assert len(status.details.encode()) < 2048 and len(headers["grpc-status-details-bin"]) < 4096
+    many = InvalidArgument("INVALID_ARGUMENT", "bad", field_violations=[FieldViolation(huge, huge)] * 50)
+    assert len(dict(to_status(many).trailing_metadata)["grpc-status-details-bin"]) < 8192

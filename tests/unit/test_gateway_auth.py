@@ -97,3 +97,66 @@ def test_python_m_gateway_exits_with_a_configuration_error_without_a_secret(monk
     monkeypatch.delenv("LOYALTY_JWT_SECRET", raising=False)
     monkeypatch.setenv("LOYALTY_ENV", "production")
     assert main(["serve"]) == 2
+
+
+# -- edge cases (issue 10) --------------------------------------------------------------------
+
+NOW = int(time.time())
+GOOD = {"sub": "c", "roles": ["customer"], "exp": NOW + 600}
+
+
+@pytest.mark.parametrize(
+    ("case", "claims", "reason"),
+    [
+        ("nbf in the future", {**GOOD, "nbf": NOW + 3600}, "TOKEN_INVALID"),
+        ("iat in the future", {**GOOD, "iat": NOW + 3600}, "TOKEN_INVALID"),
+        ("expired beyond the leeway", {**GOOD, "exp": NOW - 30}, "TOKEN_EXPIRED"),
+        ("exp as text", {**GOOD, "exp": str(NOW + 600)}, "TOKEN_INVALID"),
+        ("nbf as text", {**GOOD, "nbf": "yesterday"}, "TOKEN_INVALID"),
+        ("sub a number", {**GOOD, "sub": 42}, "TOKEN_INVALID"),
+        ("sub blank", {**GOOD, "sub": "   "}, "TOKEN_INVALID"),
+        ("roles a string", {**GOOD, "roles": "customer operator"}, "TOKEN_INVALID"),
+        ("roles an object", {**GOOD, "roles": {"customer": True}}, "TOKEN_INVALID"),
+        ("roles null", {**GOOD, "roles": None}, "TOKEN_INVALID"),
+        ("an audience nobody configured", {**GOOD, "aud": "someone-else"}, "TOKEN_INVALID"),
+    ],
+)
+def test_claims_that_are_early_late_or_ill_typed_are_refused(case: str, claims: dict[str, object], reason: str) -> None:
+    assert refusal(jwt.encode(claims, SECRET, "HS256")) == reason, case
+
+
+def test_with_an_audience_configured_only_tokens_for_it_pass() -> None:
+    verifier = TokenVerifier(SECRET, audience="loyalty-gateway")
+    assert verifier.verify(jwt.encode({**GOOD, "aud": "loyalty-gateway"}, SECRET, "HS256")).sub == "c"
+    for aud in ("another-api", ["another-api"], None):
+        claims = {**GOOD, "aud": aud} if aud is not None else GOOD
+        with pytest.raises(Unauthenticated) as caught:
+            verifier.verify(jwt.encode(claims, SECRET, "HS256"))
+        assert caught.value.reason == "TOKEN_INVALID"
+
+
+def test_an_rs256_token_without_a_jwks_is_refused_not_verified_with_the_secret() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert refusal(jwt.encode(GOOD, key, "RS256", headers={"kid": "unknown-kid"})) == "TOKEN_INVALID"
+    # and "RS256" in the header over an HMAC signature made with the secret is not accepted either
+    header = b64({"alg": "RS256", "typ": "JWT", "kid": "k"})
+    forged = jwt.encode(GOOD, SECRET, "HS256").split(".")
+    assert refusal(f"{header}.{forged[1]}.{forged[2]}") == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "x" * 100_000,  # huge
+        "a." * 5000 + "b",
+        b64({"alg": "HS256"}) + "." + "A" * 50_000 + ".sig",
+        "\u202e\u0000.\U0001f600.\ud7ff",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjIn0",  # two parts
+        b64({"alg": "HS256", "crit": ["exp"]}) + "." + b64(GOOD) + ".c2ln",
+        b64({"alg": "HS256", "typ": "JWT", "kid": "../../etc/passwd"}) + "." + b64(GOOD) + ".c2ln",
+    ],
+)
+def test_garbage_and_huge_tokens_are_refused_cleanly(token: str) -> None:
+    assert refusal(token) == "TOKEN_INVALID"

@@ -10,7 +10,7 @@ from loyalty.points.v1 import points_pb2
 
 from services.points.domain.lots import PointsSource
 from shared.errors import InvalidArgument
-from shared.protoconv import enum_from_proto, enum_to_proto, from_timestamp, method_path, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, from_duration, from_timestamp, method_path, to_timestamp
 
 
 @given(st.sampled_from(list(PointsSource)))
@@ -47,3 +47,27 @@ def test_method_path_is_checked_against_the_descriptor() -> None:
     )
     with pytest.raises(KeyError):
         method_path(points_pb2.DESCRIPTOR, "PointsService", "CreditPoint")
+
+
+@given(seconds=st.integers(-(2**63), 2**63 - 1), nanos=st.integers(-(2**31), 2**31 - 1))
+def test_any_timestamp_on_the_wire_is_an_instant_or_an_invalid_argument(seconds: int, nanos: int) -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    try:
+        instant = from_timestamp(Timestamp(seconds=seconds, nanos=nanos), "at")
+    except InvalidArgument as error:
+        assert (error.reason, error.field_violations[0].field) == ("INVALID_TIMESTAMP", "at")
+    else:
+        assert instant.tzinfo is UTC
+
+
+@given(seconds=st.integers(-(2**63), 2**63 - 1), nanos=st.integers(-(2**31), 2**31 - 1))
+def test_any_duration_on_the_wire_is_a_timedelta_or_an_invalid_argument(seconds: int, nanos: int) -> None:
+    from google.protobuf.duration_pb2 import Duration
+
+    try:
+        span = from_duration(Duration(seconds=seconds, nanos=nanos), "ttl")
+    except InvalidArgument as error:
+        assert (error.reason, error.field_violations[0].field) == ("INVALID_DURATION", "ttl")
+    else:
+        assert abs(span.total_seconds()) <= 315_576_000_001

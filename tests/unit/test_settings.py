@@ -65,5 +65,8 @@ def test_a_maximum_connection_age_makes_clients_reconnect_and_spread() -> None:
     settings = ServiceSettings.from_env("points", {"GRPC_MAX_CONNECTION_AGE_MS": "300000"})
     assert settings.max_connection_age_ms == 300_000
     assert ("grpc.max_connection_age_ms", 300_000) in server_options(settings.max_connection_age_ms)
-    assert [name for name, _ in server_options(0)] == ["grpc.so_reuseport"]  # the default: never
+    assert [name for name, _ in server_options(0)] == [  # the default: never
+        "grpc.so_reuseport",
+        "grpc.max_receive_message_length",
+    ]
     assert ("grpc.lb_policy_name", "round_robin") in _CHANNEL_OPTIONS

@@ -22,10 +22,20 @@ from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency
 from shared.pagination import decode_token, encode_token, page_size
-from shared.protoconv import from_timestamp, money, money_minor, optional_timestamp, to_duration, to_timestamp
+from shared.protoconv import (
+    from_duration,
+    from_timestamp,
+    money,
+    money_minor,
+    optional_timestamp,
+    to_duration,
+    to_timestamp,
+)
 from shared.validation import validate_customer_id
 
 R = TypeVar("R", bound=Message)
+# RecoverOrders looks back at most this far (beyond it `now - stuck_for` leaves the calendar).
+MAX_STUCK_FOR = timedelta(days=3650)
 
 SERVICE_NAME = checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 MAX_STATISTICS_CUSTOMERS = 1000
@@ -334,9 +344,11 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def RecoverOrders(
         self, request: checkout_pb2.RecoverOrdersRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.RecoverOrdersResponse:
-        stuck_for = request.stuck_for.ToTimedelta() if request.HasField("stuck_for") else None
-        if stuck_for is not None and stuck_for < timedelta(0):
-            raise InvalidArgument.field("stuck_for", "must not be negative", "INVALID_STUCK_FOR")
+        stuck_for = from_duration(request.stuck_for, "stuck_for") if request.HasField("stuck_for") else None
+        if stuck_for is not None and not timedelta(0) <= stuck_for <= MAX_STUCK_FOR:
+            raise InvalidArgument.field(
+                "stuck_for", f"must be between 0 and {MAX_STUCK_FOR.days} days", "INVALID_STUCK_FOR"
+            )
 
         def work() -> checkout_pb2.RecoverOrdersResponse:
             done = self._orders.recover(stuck_for)
@@ -357,7 +369,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             )
         if not request.HasField("start_time") or not request.HasField("end_time"):
             raise InvalidArgument.field("start_time", "start_time and end_time are required", "PERIOD_REQUIRED")
-        start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
+        start, end = from_timestamp(request.start_time, "start_time"), from_timestamp(request.end_time, "end_time")
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time", "INVALID_PERIOD")
         size = page_size(request.page_size, default=MAX_STATISTICS_CUSTOMERS)

@@ -21,7 +21,7 @@ from shared.db import UnitOfWork
 from shared.errors import AlreadyExists, DomainError, InvalidArgument
 from shared.idempotency import Idempotency, Stored, request_fingerprint, validate_request_id
 from shared.metrics import Metrics
-from shared.protoconv import enum_from_proto, enum_to_proto, optional_timestamp, to_timestamp
+from shared.protoconv import enum_from_proto, enum_to_proto, from_duration, optional_timestamp, to_timestamp
 
 R = TypeVar("R", bound=Message)
 
@@ -115,7 +115,7 @@ def credit_from_proto(request: points_pb2.CreditPointsRequest) -> CreditRequest:
 def optional_ttl(request: points_pb2.HoldPointsRequest) -> timedelta | None:
     if not request.HasField("ttl"):
         return None
-    return timedelta(seconds=request.ttl.seconds, microseconds=request.ttl.nanos // 1000)
+    return from_duration(request.ttl, "ttl")
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):

@@ -251,7 +251,7 @@ def feature_row(message: promotions_pb2.CustomerFeatures) -> tuple[dict[str, Any
         "lookback_days": message.lookback_days,
         "uses_financial_products": message.uses_financial_products,
         "takes_part_in_points_activities": message.takes_part_in_points_activities,
-        "as_of": from_timestamp(message.as_of),
+        "as_of": from_timestamp(message.as_of, "as_of"),
         "source": source,
     }, ""
 

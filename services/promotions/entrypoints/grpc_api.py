@@ -46,14 +46,21 @@ from services.promotions.service_layer.catalogue import (
 from services.promotions.service_layer.mechanics import Mechanics
 from services.promotions.service_layer.orders import OrderInput, Orders
 from services.promotions.service_layer.profile_rewards import ProfileRewardsService
-from services.promotions.service_layer.promo_usage import PromoUsage, code_state, refusal_error, ttl_of
+from services.promotions.service_layer.promo_usage import PromoUsage, code_state, refusal_error
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency
 from shared.outbox import OutboxRelay
 from shared.pagination import page_size
-from shared.protoconv import enum_from_proto, enum_to_proto, money_minor, optional_timestamp, to_timestamp
+from shared.protoconv import (
+    enum_from_proto,
+    enum_to_proto,
+    from_duration,
+    money_minor,
+    optional_timestamp,
+    to_timestamp,
+)
 from shared.validation import validate_customer_id
 
 R = TypeVar("R", bound=Message)
@@ -293,7 +300,7 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
         self, request: promotions_pb2.ReservePromoCodeRequest, context: grpc.ServicerContext
     ) -> promotions_pb2.ReservePromoCodeResponse:
         lines = lines_from(request.lines)
-        ttl = ttl_of(request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
+        ttl = from_duration(request.ttl, "ttl") if request.HasField("ttl") else None
 
         def effect(uow: UnitOfWork) -> promotions_pb2.ReservePromoCodeResponse:
             row = self._promo.reserve(uow, request.customer_id, request.code, request.order_id, lines, ttl)

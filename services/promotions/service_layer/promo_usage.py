@@ -278,9 +278,5 @@ class PromoUsage:
                 uow.commit()
 
 
-def ttl_of(seconds: int, nanos: int) -> timedelta:
-    return timedelta(seconds=seconds, microseconds=nanos // 1000)
-
-
 def now_or(at: datetime | None, clock: Clock) -> datetime:
     return at or clock.now()

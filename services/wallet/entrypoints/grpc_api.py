@@ -41,6 +41,7 @@ from shared.pagination import page_size
 from shared.protoconv import (
     enum_from_proto,
     enum_to_proto,
+    from_duration,
     from_timestamp,
     money,
     optional_timestamp,
@@ -283,7 +284,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         validate_customer_id(request.customer_id)
         amount = positive_amount(request.amount.amount_minor, request.amount.currency_code)
         ttl = validate_ttl(
-            request.ttl.ToTimedelta() if request.HasField("ttl") else None, self._top_ups.limits.hold_ttl
+            from_duration(request.ttl, "ttl") if request.HasField("ttl") else None, self._top_ups.limits.hold_ttl
         )
         if method is PaymentMethod.WALLET:
 
@@ -467,8 +468,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             validate_customer_id(customer_id)
         size = page_size(request.page_size, default=STATISTICS_PAGE)
         rows, token = self._statements.statistics(
-            from_timestamp(request.start_time),
-            from_timestamp(request.end_time),
+            from_timestamp(request.start_time, "start_time"),
+            from_timestamp(request.end_time, "end_time"),
             list(request.customer_ids),
             size,
             request.page_token,
