@@ -104,6 +104,7 @@ def test_interest_in_chunks_resumes_after_a_crash_between_chunks_without_a_doubl
     for customer in customers:
         wallet.top_up(customer, 1_000_000)  # 10,000 RUB from 10 January: 100 x 22/31 = 70.967741 points
     clock.set(datetime(2026, 2, 1, 9, tzinfo=UTC))
+    assert wallet.service is not None
     relay = wallet.service.app.runtime.relay
 
     jobs.promotions.calls, jobs.promotions.fail_at = 0, 2  # the second chunk's mechanics: the run dies
@@ -189,6 +190,7 @@ def test_a_batch_answers_each_item_as_credit_points_would(jobs: Jobs) -> None:
 def test_a_batch_refused_in_part_keeps_the_refused_items_as_a_dead_message(jobs: Jobs) -> None:
     wallet, api = jobs.wallet, jobs.api
     api.credit("taken", 3, request_id="interest:w-x:2026-01")  # the id is taken by another request
+    assert wallet.service is not None
     service = wallet.service.app.runtime
     request = pb.BatchCreditPointsRequest(
         request_id="partial-batch",
