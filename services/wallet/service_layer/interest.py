@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, and_, exists, func, select
+from sqlalchemy import ColumnElement, Table, and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from services.wallet.adapters import points_peer
@@ -273,27 +273,7 @@ def balances_in_range(
     """`balances_between` for the wallets with ids in [first, last] (a chunk of the posting),
     by range instead of a list of ids."""
     e = _entries.c
-    in_range = (e.wallet_id >= first, e.wallet_id <= last)
-    last_before = (
-        select(e.wallet_id, func.max(e.id).label("id"))
-        .where(*in_range, e.created_at < start)
-        .group_by(e.wallet_id)
-        .subquery()
-    )
-    opening = {
-        row[0]: int(row[1])
-        for row in uow.session.execute(
-            select(e.wallet_id, e.balance_after_minor).join(last_before, e.id == last_before.c.id)
-        ).all()
-    }
-    changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-    for wallet_id, created_at, balance in uow.session.execute(
-        select(e.wallet_id, e.created_at, e.balance_after_minor)
-        .where(*in_range, e.created_at >= start, e.created_at < end)
-        .order_by(e.wallet_id, e.id)
-    ).all():
-        changes[wallet_id].append((created_at, int(balance)))
-    return opening, changes
+    return _balances(uow, (e.wallet_id >= first, e.wallet_id <= last), start, end)
 
 
 def balances_between(
@@ -301,10 +281,16 @@ def balances_between(
 ) -> tuple[dict[str, int], dict[str, list[tuple[datetime, int]]]]:
     """(balance of each wallet just before `start`, its (time, balance after) changes in
     [start, end) in booking order)."""
+    return _balances(uow, (_entries.c.wallet_id.in_(wallet_ids),), start, end)
+
+
+def _balances(
+    uow: UnitOfWork, which: Sequence[ColumnElement[bool]], start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, list[tuple[datetime, int]]]]:
     e = _entries.c
     last_before = (
         select(e.wallet_id, func.max(e.id).label("id"))
-        .where(e.wallet_id.in_(wallet_ids), e.created_at < start)
+        .where(*which, e.created_at < start)
         .group_by(e.wallet_id)
         .subquery()
     )
@@ -317,8 +303,8 @@ def balances_between(
     changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for wallet_id, created_at, balance in uow.session.execute(
         select(e.wallet_id, e.created_at, e.balance_after_minor)
-        .where(e.wallet_id.in_(wallet_ids), e.created_at >= start, e.created_at < end)
-        .order_by(e.id)
+        .where(*which, e.created_at >= start, e.created_at < end)
+        .order_by(e.wallet_id, e.id)
     ).all():
         changes[wallet_id].append((created_at, int(balance)))
     return opening, changes
