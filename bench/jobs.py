@@ -155,8 +155,9 @@ class Service:
     def stop(self) -> None:
         self.channel.close()
         # Under py-spy the service is py-spy's child: stop the service, and py-spy writes its file.
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        children = tasks.glob("*/children") if tasks.exists() else []  # py-spy forks from any thread
+        pids = [int(p) for path in children for p in path.read_text().split()]
         for pid in pids or [self.process.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
