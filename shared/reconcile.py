@@ -118,7 +118,13 @@ def render(audits: Sequence[Audit], cross_checked: Mapping[str, int], cross: Seq
 def run(services: Sequence[str], env: Env) -> tuple[str, int]:
     """Check `services` on their configured databases: the report and the number of mismatches.
     Raises when a database cannot be read (that is not a clean report)."""
-    databases = {name: Database(env.text(f"{name.upper()}_DATABASE_URL")) for name in services}
+    return check({name: env.text(f"{name.upper()}_DATABASE_URL") for name in services})
+
+
+def check(database_urls: Mapping[str, str]) -> tuple[str, int]:
+    """Check the services' databases at these URLs (service name -> URL): the report and the
+    number of mismatches."""
+    databases = {name: Database(url) for name, url in database_urls.items()}
     try:
         audits, checked, cross = reconcile(databases)
     finally:

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from shared.calendar import ProgrammeCalendar
 from shared.db import Database
 from shared.outbox import OutboxStats
-from shared.reconcile import reconcile, render
+from shared.reconcile import check
 from tests.clients import PointsClient, rid
 from tests.harness import RunningService
 from tests.integration.checkout_support import Balances, CheckoutClient, Platform
@@ -99,22 +99,11 @@ def assert_outboxes_delivered(platform: Platform) -> None:
         assert (stats.pending, stats.dead) == (0, 0), f"{name} outbox: {stats}"
 
 
-def reconciliation(database_urls: Mapping[str, str]) -> tuple[str, int]:
-    """The `make reconcile` report over these databases and how many mismatches it found."""
-    databases = {name: Database(url) for name, url in database_urls.items()}
-    try:
-        audits, checked, cross = reconcile(databases)
-    finally:
-        for database in databases.values():
-            database.dispose()
-    return render(audits, checked, cross), sum(len(a.findings) for a in audits) + len(cross)
-
-
 def assert_reconciles(platform: Platform, **database_urls: str) -> str:
     """The four databases (of the in-process services, or those named) reconcile clean."""
     urls = {name: svc.database_url for name, svc in platform.services.items()}
     urls.update(database_urls)
-    report, mismatches = reconciliation(urls)
+    report, mismatches = check(urls)
     assert mismatches == 0, report
     return report
 

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from shared import reconcile
 from shared.db import Database
-from shared.reconcile import reconcile, render
 from tests.harness import Databases, Harness
 from tests.integration.checkout_support import CARD, Platform, fund, start_platform
 
@@ -53,13 +53,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def run(platform: Platform) -> tuple[str, int]:
-    databases = {name: Database(svc.database_url) for name, svc in platform.services.items()}
-    try:
-        audits, checked, cross = reconcile(databases)
-    finally:
-        for database in databases.values():
-            database.dispose()
-    return render(audits, checked, cross), sum(len(a.findings) for a in audits) + len(cross)
+    return reconcile.check({name: svc.database_url for name, svc in platform.services.items()})
 
 
 def execute(platform: Platform, service: str, sql: str) -> None:
