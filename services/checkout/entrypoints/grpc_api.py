@@ -280,13 +280,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self, request: checkout_pb2.QuoteOrderRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.QuoteOrderResponse:
         validate_customer_id(request.customer_id)
-        cart = self._pricer.price(
-            customer_id=request.customer_id,
-            lines=[(line.sku, line.quantity) for line in request.lines],
-            promo_code=request.promo_code.strip(),
-            points_to_use=request.points_to_use,
-            payment_method=request.payment_method,
-        )
+        cart = self._pricer.price_request(request)
         return checkout_pb2.QuoteOrderResponse(quote=quote_to_proto(cart, request.promo_code, request.payment_method))
 
     def PlaceOrder(

@@ -189,14 +189,7 @@ class Orders:
             return self._answer(existing)
         order_id = str(uuid.uuid4())
         try:
-            cart = self._pricer.price(
-                customer_id=request.customer_id,
-                lines=[(line.sku, line.quantity) for line in request.lines],
-                promo_code=request.promo_code.strip(),
-                points_to_use=request.points_to_use,
-                payment_method=request.payment_method,
-                order_id=order_id,
-            )
+            cart = self._pricer.price_request(request, order_id)
         except DomainError:
             # A copy of this request placed meanwhile may have held the points or money this
             # pricing found missing: then the answer is that order, not a refusal.

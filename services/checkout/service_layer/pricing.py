@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loyalty.checkout.v1 import checkout_pb2
 from loyalty.common.v1 import payment_pb2
 from loyalty.promotions.v1 import promotions_pb2
 
@@ -129,6 +130,19 @@ class Pricer:
             if missing:
                 raise NotFound("PRODUCT_NOT_FOUND", f"no product with sku {missing[0]!r}", metadata={"sku": missing[0]})
             return [(product_of(found[sku]), quantity) for sku, quantity in merged]
+
+    def price_request(
+        self, request: checkout_pb2.QuoteOrderRequest | checkout_pb2.PlaceOrderRequest, order_id: str = ""
+    ) -> PricedCart:
+        """`price` for the cart of a quote or an order request."""
+        return self.price(
+            customer_id=request.customer_id,
+            lines=[(line.sku, line.quantity) for line in request.lines],
+            promo_code=request.promo_code.strip(),
+            points_to_use=request.points_to_use,
+            payment_method=request.payment_method,
+            order_id=order_id,
+        )
 
     def price(
         self,
