@@ -73,8 +73,8 @@ def test_every_operation_but_the_probes_needs_a_token(api: TestClient) -> None:
         assert answer.headers["www-authenticate"] == "Bearer"  # type: ignore[attr-defined]
 
 
-NOW = int(time.time())
-CLAIMS = {"sub": "c", "roles": ["customer", "operator"], "exp": NOW + 3600}
+NOW = int(time.time())  # at import, perhaps long before the tests run (xdist collects first): a day of slack
+CLAIMS = {"sub": "c", "roles": ["customer", "operator"], "exp": NOW + 86_400}
 BAD_TOKENS = {
     "expired": (
         jwt.encode({"sub": "c", "roles": ["customer", "operator"], "exp": NOW - 3600}, SECRET),
@@ -85,13 +85,13 @@ BAD_TOKENS = {
         "TOKEN_INVALID",
     ),
     "wrong key": (
-        jwt.encode({"sub": "c", "roles": ["customer", "operator"], "exp": NOW + 3600}, "x" * 40),
+        jwt.encode({"sub": "c", "roles": ["customer", "operator"], "exp": NOW + 86_400}, "x" * 40),
         "TOKEN_INVALID",
     ),
     "malformed": ("not-a-jwt", "TOKEN_INVALID"),
     "tampered": (token("c", "customer")[:-4] + "AAAA", "TOKEN_INVALID"),
     "no exp": (jwt.encode({"sub": "c", "roles": ["customer", "operator"]}, SECRET), "TOKEN_INVALID"),
-    "no roles": (jwt.encode({"sub": "c", "exp": NOW + 3600}, SECRET), "TOKEN_INVALID"),
+    "no roles": (jwt.encode({"sub": "c", "exp": NOW + 86_400}, SECRET), "TOKEN_INVALID"),
 }
 
 
