@@ -245,6 +245,7 @@ def _start_checkout(platform: Platform, database_url: str, port: int, failpoint:
     return process
 
 
+@pytest.mark.timeout(300)  # six real process starts and kills: slow on a loaded machine, as in test_killed_peers
 def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platform: Platform, tmp_path: Path) -> None:
     databases = Databases(tmp_path)
     database_url = databases.new("checkout")
