@@ -24,7 +24,7 @@ import pytest
 from loyalty.checkout.v1 import checkout_pb2 as pb
 
 from shared.clock import ManualClock
-from tests.clients import PointsClient, eventually
+from tests.clients import PointsClient, eventually, rid
 from tests.harness import Databases, Harness
 from tests.integration.checkout_support import Platform, fund, start_platform
 from tests.integration.faults_support import (
@@ -120,13 +120,22 @@ def nudge(platform: Platform) -> bool:
 
 
 def place(platform: Platform, customer: str, *, code: str = "") -> None:
-    """Place an order; a peer killed under it leaves it PENDING (or the call fails outright)."""
+    """Place an order; a peer killed under it leaves it PENDING (or the call fails outright).
+    A call that failed before any order was made (a peer just started again and not yet
+    reachable while pricing) is sent again with the same request id, until the order exists."""
     fund(platform, customer, money_minor=MONEY, points=POINTS)
-    try:
-        order = platform.checkout.place(customer, ("kettle", 2), points=POINTS, code=code)
-        assert order.status in (pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PAID)
-    except grpc.RpcError as error:
-        assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    request_id = rid()
+    for _ in range(10):
+        try:
+            order = platform.checkout.place(customer, ("kettle", 2), points=POINTS, code=code, request_id=request_id)
+            assert order.status in (pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PAID)
+            return
+        except grpc.RpcError as error:
+            assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        if orders_of(platform, customer):
+            return
+        nudge(platform)
+    raise AssertionError(f"no order was made for {customer}")
 
 
 def test_points_killed_before_and_after_it_commits_credits_and_saga_calls(platform: Platform) -> None:

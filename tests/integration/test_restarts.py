@@ -69,7 +69,7 @@ class Load:
                         self.acknowledged.append(self.call(request_id))
                         break
                     except grpc.RpcError as error:
-                        if error.code() not in RETRYABLE:
+                        if not unanswered(error):
                             raise
                         self.retries += 1
                         time.sleep(0.05)
@@ -86,6 +86,14 @@ RETRYABLE = {
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.ABORTED,
 }
+
+
+def unanswered(error: grpc.RpcError) -> bool:
+    """The call got no answer from the service: a retryable status, or the stream cut while the
+    server stopped (the gRPC core reports that as INTERNAL with the details "CANCELLED", not an
+    INTERNAL sent by a handler, whose details are the service's own message)."""
+    code, details = error.code(), error.details()
+    return code in RETRYABLE or (code == grpc.StatusCode.INTERNAL and details == "CANCELLED")
 
 
 def test_each_service_restarted_mid_load_loses_nothing_it_acknowledged(platform: Platform) -> None:
