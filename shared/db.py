@@ -10,6 +10,7 @@ before it writes.
 from __future__ import annotations
 
 import logging
+import select
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, DateTime, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
@@ -74,13 +76,44 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         isolation_level="READ COMMITTED",
     )
+    _configure_liveness(engine)
+    return engine
+
+
+def connection_looks_dead(dbapi_connection: Any) -> bool:
+    """True when a pooled psycopg connection can no longer be used, found without a round trip.
+
+    An idle connection receives nothing from PostgreSQL unless the server is ending it (a
+    terminated backend, a restart) or reports a setting change; so a socket with something to
+    read, or an error or hang-up on it, means the connection is gone or may be. A false alarm
+    only costs a reconnect."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return True
+    try:
+        descriptor = dbapi_connection.fileno()
+    except Exception:
+        return True
+    poller = select.poll()
+    poller.register(descriptor, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def _configure_liveness(engine: Engine) -> None:
+    """Replace SQLAlchemy's `pool_pre_ping` (a `SELECT 1`-like round trip before every unit of
+    work, about 0.5 ms of CPU each, so a fifth of a simple read RPC) by a non-blocking look at
+    the socket when a connection leaves the pool. A dead one is replaced before it is used, so a
+    database that restarted costs no failed request."""
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if connection_looks_dead(dbapi_connection):
+            raise DisconnectionError("the database closed this pooled connection")
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,0 +1,61 @@
+"""Pooled PostgreSQL connections: no round trip before each unit of work, yet a connection the
+server has closed while it sat in the pool is replaced before use, so no request fails for it.
+
+(`shared.db` dropped SQLAlchemy's `pool_pre_ping`, which cost a round trip per unit of work, for a
+non-blocking look at the socket at checkout.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from shared.db import Database, connection_looks_dead
+from tests import harness
+from tests.harness import Databases
+
+pytestmark = pytest.mark.skipif(
+    harness.test_database_url() is None,
+    reason="pooled network connections are a PostgreSQL matter (set TEST_DATABASE_URL)",
+)
+
+
+@pytest.fixture
+def database(databases: Databases) -> Iterator[Database]:
+    database = Database(databases.new("pool"), pool_size=1)
+    yield database
+    database.dispose()
+
+
+def backend_pid(database: Database) -> int:
+    with database.unit_of_work() as uow:
+        pid = int(uow.session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        uow.commit()
+    return pid
+
+
+def test_a_healthy_pooled_connection_is_reused_without_a_ping(database: Database) -> None:
+    first = backend_pid(database)
+    for _ in range(5):
+        assert backend_pid(database) == first
+    with database.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        assert not connection_looks_dead(raw)
+    assert not database.engine.pool._pre_ping  # the round trip is gone
+
+
+def test_a_connection_the_server_closed_is_replaced_before_use(databases: Databases, database: Database) -> None:
+    first = backend_pid(database)
+    with databases._admin() as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone() == (True,)
+        # Wait until the backend has gone: its socket, idle in our pool, is closed by then.
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (first,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the terminated backend did not go away"
+            time.sleep(0.02)
+    second = backend_pid(database)  # no OperationalError: the dead connection never reached a query
+    assert second != first
+    assert backend_pid(database) == second
