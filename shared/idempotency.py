@@ -4,8 +4,9 @@ The request id and a fingerprint of the request are stored in the same transacti
 effect, together with the serialized answer. A replay of the same request returns the first
 answer without touching anything; the same id with a different request is rejected with
 ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED. Two concurrent first attempts cannot both take effect:
-the key row is inserted before the effect, so the loser waits on the primary key, fails, rolls
-back its work and returns the winner's answer.
+the key row is inserted before the effect (`INSERT ... ON CONFLICT DO NOTHING`), so the loser's
+insert waits on the primary key until the winner commits, inserts nothing, and the loser returns
+the winner's answer without running the effect.
 
 A request that fails with a domain error leaves no key behind (its transaction rolled back with
 everything else), so it may be retried with the same id once the cause is fixed.
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import Table, bindparam, delete, insert, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from shared import bulk
@@ -71,13 +72,13 @@ class Idempotency:
         fingerprint = request_fingerprint(request)
         for _ in range(3):
             with self._db.unit_of_work() as uow:
-                stored = self._stored(uow, scope, request_id)
-                if stored is not None:
-                    return self._replay(stored, fingerprint, response_type, request_id)
-                try:
-                    self._claim(uow, scope, request_id, fingerprint, None)
-                except IntegrityError:
-                    continue  # a concurrent first attempt won; read its answer
+                if not self._claim_if_new(uow, scope, request_id, fingerprint):
+                    # Used before, or by a concurrent first attempt that has committed meanwhile
+                    # (the insert waited for it): answer with the stored answer.
+                    stored = self._stored(uow, scope, request_id)
+                    if stored is not None:
+                        return self._replay(stored, fingerprint, response_type, request_id)
+                    continue  # that attempt rolled back after all: try again
                 response = effect(uow)
                 uow.session.execute(
                     update(self._table)
@@ -251,6 +252,21 @@ class Idempotency:
             )
         )
         uow.flush()
+
+    def _claim_if_new(self, uow: UnitOfWork, scope: str, request_id: str, fingerprint: str) -> bool:
+        """Insert the key unless it exists, in one statement: True when this call inserted it.
+
+        The common case (a new request) costs one statement instead of a lookup and an insert.
+        On PostgreSQL an insert that meets a concurrent uncommitted key waits for that
+        transaction: it then inserts (the other rolled back) or does nothing (it committed)."""
+        dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
+        claimed = uow.session.execute(
+            dialect.insert(self._table)
+            .values(scope=scope, request_id=request_id, request_hash=fingerprint, created_at=self._clock.now())
+            .on_conflict_do_nothing(index_elements=["scope", "request_id"])
+            .returning(self._table.c.request_id)
+        ).first()
+        return claimed is not None
 
     def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
         row = uow.session.execute(
