@@ -50,6 +50,10 @@ def test_tiny_run_produces_figures_and_reconciles() -> None:
     assert cost["hops_per_order"] == sum(hops.values())
     if url:
         assert set(cost["transactions_per_order"]) == set(SERVICES)
+    # CPU of every process per order, and of the machine (which includes the processes).
+    cpu = cost["cpu_ms_per_order"]
+    assert set(cpu) == {*SERVICES, "gateway", "machine"}
+    assert cpu["checkout"] > 0 and cpu["machine"] >= max(cpu[name] for name in SERVICES)
     # Every answer, in the measured window or not (a loaded machine may leave a half-second
     # window empty): the figures are produced from them, whatever they say.
     assert sum(report["saturation"][0]["answered"].values()) >= 1
