@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from loyalty.points.v1 import points_pb2 as pb
 
+from services.points.domain.spending import Spendable, allocate
 from shared.clock import ManualClock
 from tests.clients import PointsClient, refused, rid
 from tests.harness import Harness, RunningService
@@ -188,6 +189,42 @@ def test_a_due_activation_shows_in_the_balance_even_before_the_job_runs(api: Poi
     assert api.activate_due().lots_activated == 0
 
 
+def test_each_mutation_settles_what_time_made_due_before_its_own_change(api: PointsClient, clock: ManualClock) -> None:
+    """HoldPoints, CaptureHold and a pending CreditPoints read whether anything is due together
+    with what they need: whatever the path, what is due is settled first, in the same call."""
+    # A hold of points that only a due activation makes available: with no free lot at all, ...
+    api.credit("c-1", 60, "PURCHASE", reference="order-1", pending=True)
+    api.activate("c-1", "order-1", clock.now() + DAY)
+    # ... and with free lots that do not cover it.
+    api.credit("c-2", 10)
+    api.credit("c-2", 40, "PURCHASE", reference="order-2", pending=True)
+    api.activate("c-2", "order-2", clock.now() + DAY)
+    # A capture while another hold of the customer has expired.
+    api.credit("c-3", 100)
+    short = api.hold("c-3", 30, ttl=timedelta(minutes=5))
+    long = api.hold("c-3", 20, ttl=timedelta(days=7))
+    # A pending credit for a reference activated before, while a lot has expired.
+    api.credit("c-4", 10, expires_at=clock.now() + timedelta(hours=1))
+    api.activate("c-4", "order-4")
+    clock.advance(2 * DAY)
+    assert api.hold("c-1", 50).points == 50
+    assert api.hold("c-2", 45).points == 45
+    assert api.capture(long.hold_id).status == pb.HOLD_STATUS_CAPTURED
+    lot = api.credit("c-4", 30, "PURCHASE", reference="order-4", pending=True)
+    assert lot.status == pb.LOT_STATUS_AVAILABLE
+    kinds = {customer: [line.type for line in api.history(customer)] for customer in ("c-1", "c-2", "c-3", "c-4")}
+    assert kinds["c-1"][:2] == [pb.HISTORY_ENTRY_TYPE_HELD, pb.HISTORY_ENTRY_TYPE_ACTIVATED]
+    assert kinds["c-2"][:2] == [pb.HISTORY_ENTRY_TYPE_HELD, pb.HISTORY_ENTRY_TYPE_ACTIVATED]
+    assert kinds["c-3"][:2] == [pb.HISTORY_ENTRY_TYPE_SPENT, pb.HISTORY_ENTRY_TYPE_HOLD_RELEASED]
+    assert kinds["c-4"][:3] == [
+        pb.HISTORY_ENTRY_TYPE_ACTIVATED,
+        pb.HISTORY_ENTRY_TYPE_CREDITED_PENDING,
+        pb.HISTORY_ENTRY_TYPE_EXPIRED,
+    ]
+    assert api.get_hold(short.hold_id).status == pb.HOLD_STATUS_EXPIRED
+    assert [assert_consistent(api, c).available for c in ("c-1", "c-2", "c-3", "c-4")] == [10, 5, 80, 30]
+
+
 def test_a_decision_on_a_reference_applies_to_its_pending_points_credited_later(
     api: PointsClient, clock: ManualClock
 ) -> None:
@@ -239,6 +276,37 @@ def test_a_hold_takes_lots_nearest_expiry_first(api: PointsClient, clock: Manual
     balance = assert_consistent(api, "c-1")
     assert (balance.available, balance.held) == (120, 60)
     assert late.lot_id not in {a.lot_id for a in hold.allocations}
+
+
+def test_a_hold_takes_what_the_spending_rule_takes_from_all_free_lots(api: PointsClient, clock: ManualClock) -> None:
+    """A hold reads only the lots it may take from (those with less than its points free before
+    them in spending order, each tie of expiry and creation time whole): what it takes is what
+    the rule takes from every free lot, ties of expiry and creation time included (then by lot
+    id), partly held lots included, and a refusal reports every free point."""
+    soon = clock.now() + 10 * DAY
+    for points in (5, 7, 3, 9, 4, 6):  # one instant, one expiry: a tie broken by lot id
+        api.credit("c-1", points, expires_at=soon)
+    api.credit("c-1", 8, expires_at=soon + DAY)
+    clock.advance(timedelta(minutes=1))
+    for points in (2, 11):  # same expiry, created later
+        api.credit("c-1", points, expires_at=soon)
+    api.credit("c-1", 50)  # the default lifetime: last
+    for wanted in (4, 10, 17, 1, 30, 9, 12):
+        free = [lot for lot in api.lots("c-1", pb.LOT_STATUS_AVAILABLE) if lot.remaining > lot.held]
+        expected = allocate(
+            [
+                Spendable(
+                    lot.lot_id, lot.remaining - lot.held, lot.expires_at.ToDatetime(), lot.create_time.ToDatetime()
+                )
+                for lot in free
+            ],
+            wanted,
+        )
+        hold = api.hold("c-1", wanted, reference=f"order-{wanted}")
+        assert [(a.lot_id, a.points) for a in hold.allocations] == [(t.lot_id, t.points) for t in expected]
+    available = assert_consistent(api, "c-1").available
+    error = refused(lambda: api.hold("c-1", available + 1))
+    assert error.reason == "INSUFFICIENT_POINTS" and error.metadata["available"] == str(available)
 
 
 def test_a_hold_beyond_the_balance_is_refused_and_changes_nothing(api: PointsClient) -> None:

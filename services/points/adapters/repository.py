@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import and_, bindparam, func, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
@@ -25,17 +26,33 @@ class PointsRepository:
     # --- accounts -------------------------------------------------------------------------
 
     def lock_account(self, customer_id: str, now: datetime) -> Account:
-        """The customer's account row, created if missing, locked until the transaction ends."""
+        """The customer's account row, created if missing, locked until the transaction ends: one
+        statement when it exists (the common case), three the first time."""
+        account = self._locked(select(Account).where(Account.customer_id == customer_id))
+        if account is not None:
+            return account
         dialect = self.session.get_bind().dialect.name
         values: dict[str, Any] = {"customer_id": customer_id, "updated_at": now}
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Account).values(**values)
         self.session.execute(insert.on_conflict_do_nothing(index_elements=["customer_id"]))
-        account = self.session.exec(
+        account = self._locked(select(Account).where(Account.customer_id == customer_id))
+        assert account is not None
+        return account
+
+    def lock_account_of_hold(self, hold_id: str) -> Account | None:
+        """The account of the hold's customer, locked (None if there is no such hold): a hold is
+        only ever made through its customer's locked account, so the account exists."""
+        return self._locked(
             select(Account)
-            .where(Account.customer_id == customer_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).one()
+            .join(Hold, col(Hold.customer_id) == col(Account.customer_id))
+            .where(Hold.hold_id == hold_id),
+            of=Account,
+        )
+
+    def _locked(self, query: Any, of: Any = None) -> Account | None:
+        account: Account | None = self.session.exec(
+            query.with_for_update(of=of).execution_options(populate_existing=True)
+        ).first()
         return account
 
     def lock_accounts(self, customer_ids: Sequence[str], now: datetime) -> list[Account]:
@@ -116,16 +133,38 @@ class PointsRepository:
         return self.session.get(ReferenceDecision, (customer_id, reference))
 
     def spendable_lots(self, customer_id: str, now: datetime) -> list[Lot]:
-        return list(
-            self.session.exec(
-                select(Lot).where(
-                    Lot.customer_id == customer_id,
-                    Lot.status == LotStatus.AVAILABLE.value,
-                    col(Lot.expires_at) > now,
-                    col(Lot.remaining) > col(Lot.held),
-                )
-            ).all()
+        return list(self.session.exec(select(Lot).where(*self._spendable(customer_id, now))).all())
+
+    @staticmethod
+    def _spendable(customer_id: str, now: datetime) -> tuple[Any, ...]:
+        return (
+            Lot.customer_id == customer_id,
+            Lot.status == LotStatus.AVAILABLE.value,
+            col(Lot.expires_at) > now,
+            col(Lot.remaining) > col(Lot.held),
         )
+
+    def lots_to_spend(self, customer_id: str, now: datetime, points: int) -> tuple[list[Lot], bool | None]:
+        """The spendable lots a hold of `points` can take from, and whether anything is due (None
+        when there is no spendable lot). Lots are taken nearest expiry first, then oldest: this
+        loads only the lots with less than `points` free before them in that order (each tie of
+        expiry and creation time whole), all of them when they do not cover `points`; so the
+        spending rule, given these, takes what it would take from all of them."""
+        free = col(Lot.remaining) - col(Lot.held)
+        order = (col(Lot.expires_at), col(Lot.created_at))
+        # Free points strictly before the lot's (expiry, creation) tie: up to its tie, minus its tie.
+        before = func.sum(free).over(order_by=order) - func.sum(free).over(partition_by=order)
+        ranked = (
+            select(col(Lot.lot_id).label("lot_id"), before.label("before"))
+            .where(*self._spendable(customer_id, now))
+            .subquery()
+        )
+        rows = self.session.exec(
+            select(Lot, self._due(customer_id, now))
+            .join(ranked, ranked.c.lot_id == col(Lot.lot_id))
+            .where(ranked.c.before < points)
+        ).all()
+        return [row[0] for row in rows], (bool(rows[0][1]) if rows else None)
 
     def lots(self, lot_ids: Sequence[str]) -> dict[str, Lot]:
         rows = self.session.exec(select(Lot).where(col(Lot.lot_id).in_(list(lot_ids)))).all()
@@ -178,6 +217,34 @@ class PointsRepository:
             ).all()
         )
 
+    def allocations_with_lots(self, hold_id: str) -> list[tuple[HoldAllocation, Lot]]:
+        """The hold's allocations in hold order, each with its lot, in one statement."""
+        rows = self.session.exec(
+            select(HoldAllocation, Lot)
+            .join(Lot, col(Lot.lot_id) == col(HoldAllocation.lot_id))
+            .where(HoldAllocation.hold_id == hold_id)
+            .order_by(col(HoldAllocation.position))
+            .execution_options(populate_existing=True)
+        ).all()
+        return [(allocation, lot) for allocation, lot in rows]
+
+    def hold_with_parts(
+        self, hold_id: str, customer_id: str, now: datetime
+    ) -> tuple[Hold, list[tuple[HoldAllocation, Lot]], bool] | None:
+        """The hold, its allocations (in hold order) with their lots, and whether anything is due
+        for its customer, in one statement; None if the hold has no allocation."""
+        rows = self.session.exec(
+            select(Hold, HoldAllocation, Lot, self._due(customer_id, now))
+            .join(HoldAllocation, col(HoldAllocation.hold_id) == col(Hold.hold_id))
+            .join(Lot, col(Lot.lot_id) == col(HoldAllocation.lot_id))
+            .where(Hold.hold_id == hold_id)
+            .order_by(col(HoldAllocation.position))
+            .execution_options(populate_existing=True)
+        ).all()
+        if not rows:
+            return None
+        return rows[0][0], [(row[1], row[2]) for row in rows], bool(rows[0][3])
+
     def expired_holds(self, customer_id: str, now: datetime) -> list[Hold]:
         return list(
             self.session.exec(
@@ -195,6 +262,11 @@ class PointsRepository:
 
     def has_due(self, customer_id: str, now: datetime) -> bool:
         """Anything that time has made due for the customer: expired holds or lots, due activations."""
+        return bool(self.session.exec(select(self._due(customer_id, now))).one())
+
+    @staticmethod
+    def _due(customer_id: str, now: datetime) -> Any:
+        """`has_due` as a column, for a query that reads something else of the customer too."""
         lots = select(Lot.lot_id).where(
             Lot.customer_id == customer_id,
             or_(
@@ -209,10 +281,60 @@ class PointsRepository:
         holds = select(Hold.hold_id).where(
             Hold.customer_id == customer_id, Hold.status == HoldStatus.ACTIVE.value, col(Hold.expire_time) <= now
         )
-        return (
-            self.session.exec(lots.limit(1)).first() is not None
-            or self.session.exec(holds.limit(1)).first() is not None
-        )
+        return or_(lots.exists(), holds.exists()).label("due")
+
+    def due_and_decision(
+        self, customer_id: str, reference: str, now: datetime
+    ) -> tuple[bool, tuple[str, datetime | None, str] | None]:
+        """Whether anything is due for the customer, and what was decided for the reference
+        (action, available_at, reason), in one statement."""
+        decision: Any = ReferenceDecision.__table__  # type: ignore[attr-defined]
+        of_reference = (decision.c.customer_id == customer_id, decision.c.reference == reference)
+        row = self.session.execute(
+            sqlalchemy.select(
+                self._due(customer_id, now),
+                select(decision.c.action).where(*of_reference).scalar_subquery(),
+                select(decision.c.available_at).where(*of_reference).scalar_subquery(),
+                select(decision.c.reason).where(*of_reference).scalar_subquery(),
+            )
+        ).one()
+        return bool(row[0]), (None if row[1] is None else (row[1], row[2], row[3] or ""))
+
+    def balance_and_expiring(
+        self, customer_id: str, now: datetime, until: datetime
+    ) -> tuple[tuple[int, int, int], bool, list[tuple[datetime, int]]] | None:
+        """The account's (available, pending, held), whether anything is due, and the remaining
+        (free and held) of available lots expiring in (now, until], in one statement; None
+        without an account (then the customer has no lots or holds either)."""
+        accounts: Any = Account.__table__  # type: ignore[attr-defined]
+        lots: Any = Lot.__table__  # type: ignore[attr-defined]
+        rows = self.session.execute(
+            sqlalchemy.select(
+                accounts.c.available,
+                accounts.c.pending,
+                accounts.c.held,
+                self._due(customer_id, now),
+                lots.c.expires_at,
+                lots.c.remaining,
+            )
+            .select_from(accounts)
+            .outerjoin(
+                lots,
+                and_(
+                    lots.c.customer_id == accounts.c.customer_id,
+                    lots.c.status == LotStatus.AVAILABLE.value,
+                    lots.c.expires_at > now,
+                    lots.c.expires_at <= until,
+                    lots.c.remaining > 0,
+                ),
+            )
+            .where(accounts.c.customer_id == customer_id)
+        ).all()
+        if not rows:
+            return None
+        first = rows[0]
+        expiring = [(row[4], row[5]) for row in rows if row[4] is not None]
+        return (first[0], first[1], first[2]), bool(first[3]), expiring
 
     def customers_with_expired_lots(self, now: datetime, limit: int) -> list[str]:
         return list(

@@ -11,12 +11,12 @@ from google.protobuf.message import Message
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 
 from services.points.adapters.repository import PointsRepository
-from services.points.adapters.tables import HistoryLine, Hold, Lot
+from services.points.adapters.tables import HistoryLine, Lot
 from services.points.domain.history import EntryType
 from services.points.domain.lots import CreditRequest, LotStatus, PointsSource, validate_credit
 from services.points.domain.spending import HoldStatus
-from services.points.service_layer.book import Settlement
-from services.points.service_layer.ledger import HoldView, Ledger, NewLot
+from services.points.service_layer.book import HoldView, Settlement
+from services.points.service_layer.ledger import Ledger, NewLot
 from shared.db import UnitOfWork
 from shared.errors import AlreadyExists, DomainError, InvalidArgument
 from shared.idempotency import Idempotency, Stored, request_fingerprint, validate_request_id
@@ -127,9 +127,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def _run(self, method: str, request: Message, response: type[R], effect: Callable[[UnitOfWork], R]) -> R:
         return self._idempotency.run(f"PointsService/{method}", request, response, effect)
 
-    def _hold(self, uow: UnitOfWork, hold: Hold) -> points_pb2.Hold:
+    @staticmethod
+    def _hold(uow: UnitOfWork, view: HoldView) -> points_pb2.Hold:
         uow.flush()
-        return hold_to_proto(Ledger.hold_view(PointsRepository(uow.session), hold))
+        return hold_to_proto(view)
 
     # --- credits --------------------------------------------------------------------------
 
@@ -302,8 +303,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         ttl = optional_ttl(request)
 
         def effect(uow: UnitOfWork) -> points_pb2.HoldPointsResponse:
-            hold = self._ledger.hold(uow, request.customer_id, request.points, request.reference, ttl)
-            return points_pb2.HoldPointsResponse(hold=self._hold(uow, hold))
+            view = self._ledger.hold(uow, request.customer_id, request.points, request.reference, ttl)
+            return points_pb2.HoldPointsResponse(hold=self._hold(uow, view))
 
         return self._run("HoldPoints", request, points_pb2.HoldPointsResponse, effect)
 
@@ -311,8 +312,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.CaptureHoldRequest, context: grpc.ServicerContext
     ) -> points_pb2.CaptureHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.CaptureHoldResponse:
-            hold = self._ledger.capture(uow, request.hold_id, request.points)
-            captured = self._hold(uow, hold)
+            captured = self._hold(uow, self._ledger.capture(uow, request.hold_id, request.points))
             uow.on_commit(lambda: self._metrics.points_spent(captured.captured))
             return points_pb2.CaptureHoldResponse(hold=captured)
 
@@ -322,8 +322,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.ReleaseHoldRequest, context: grpc.ServicerContext
     ) -> points_pb2.ReleaseHoldResponse:
         def effect(uow: UnitOfWork) -> points_pb2.ReleaseHoldResponse:
-            hold, expired = self._ledger.release(uow, request.hold_id, request.reason)
-            return points_pb2.ReleaseHoldResponse(hold=self._hold(uow, hold), points_expired=expired)
+            view, expired = self._ledger.release(uow, request.hold_id, request.reason)
+            return points_pb2.ReleaseHoldResponse(hold=self._hold(uow, view), points_expired=expired)
 
         return self._run("ReleaseHold", request, points_pb2.ReleaseHoldResponse, effect)
 
@@ -334,7 +334,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.ReturnPointsRequest, context: grpc.ServicerContext
     ) -> points_pb2.ReturnPointsResponse:
         def effect(uow: UnitOfWork) -> points_pb2.ReturnPointsResponse:
-            returned, hold = self._ledger.return_points(
+            returned, view = self._ledger.return_points(
                 uow, request.hold_id, request.points, request.reference, request.reason
             )
             return points_pb2.ReturnPointsResponse(
@@ -344,7 +344,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                     points_pb2.HoldAllocation(lot_id=take.lot_id, points=take.points, expires_at=to_timestamp(at))
                     for take, at in returned.takes
                 ],
-                hold=self._hold(uow, hold),
+                hold=self._hold(uow, view),
             )
 
         return self._run("ReturnPoints", request, points_pb2.ReturnPointsResponse, effect)

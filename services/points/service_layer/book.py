@@ -61,6 +61,14 @@ class Settlement:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+@dataclass(frozen=True)
+class HoldView:
+    """A hold with its allocations in hold order, each with its lot's expiry (the answer's)."""
+
+    hold: Hold
+    allocations: list[tuple[HoldAllocation, datetime]]
+
+
 @dataclass
 class Returned:
     points: int
@@ -83,11 +91,35 @@ class Book:
         self.now = now
         self._lifetimes = lifetimes
         self._zone = zone
+        # Each hold's allocations with their lots, as loaded or made in this transaction: the
+        # rows are the session's own, so they stay current as the book changes them.
+        self._parts: dict[str, list[tuple[HoldAllocation, Lot]]] = {}
 
     @classmethod
     def open(cls, session: Session, customer_id: str, now: datetime, lifetimes: Lifetimes, zone: tzinfo) -> Book:
         repo = PointsRepository(session)
         return cls(repo, repo.lock_account(customer_id, now), now, lifetimes, zone)
+
+    def settle_if_due(self) -> Settlement:
+        """`settle`, after one statement that says whether anything is due at all."""
+        return self.settle() if self.repo.has_due(self.customer_id, self.now) else Settlement()
+
+    def parts(self, hold: Hold) -> list[tuple[HoldAllocation, Lot]]:
+        """The hold's allocations in hold order, each with its lot (loaded once per book)."""
+        parts = self._parts.get(hold.hold_id)
+        if parts is None:
+            parts = self._parts[hold.hold_id] = self.repo.allocations_with_lots(hold.hold_id)
+        return parts
+
+    def remember(self, hold: Hold, parts: list[tuple[HoldAllocation, Lot]]) -> None:
+        self._parts[hold.hold_id] = parts
+
+    def view(self, hold: Hold) -> HoldView:
+        pairs = []
+        for allocation, lot in self.parts(hold):
+            assert lot.expires_at is not None
+            pairs.append((allocation, lot.expires_at))
+        return HoldView(hold, pairs)
 
     # --- history and balances -------------------------------------------------------------
 
@@ -220,9 +252,13 @@ class Book:
 
     # --- holds ----------------------------------------------------------------------------
 
-    def hold(self, points: int, reference: str, ttl: timedelta) -> Hold:
-        lots = {lot.lot_id: lot for lot in self.repo.spendable_lots(self.customer_id, self.now)}
-        takes = allocate([spendable(lot) for lot in lots.values()], points)
+    def hold(self, points: int, reference: str, ttl: timedelta, lots: list[Lot] | None = None) -> Hold:
+        """Hold `points` of the free parts of spendable lots; `lots` are those to take from
+        (`PointsRepository.lots_to_spend`), loaded here when not given."""
+        if lots is None:
+            lots = self.repo.lots_to_spend(self.customer_id, self.now, points)[0]
+        by_id = {lot.lot_id: lot for lot in lots}
+        takes = allocate([spendable(lot) for lot in lots], points)
         hold = Hold(
             hold_id=str(uuid.uuid4()),
             customer_id=self.customer_id,
@@ -235,18 +271,17 @@ class Book:
         )
         self.repo.add(hold)
         self.repo.session.flush()
+        parts = []
         for position, take in enumerate(takes):
-            lot = lots[take.lot_id]
+            lot = by_id[take.lot_id]
             lot.held += take.points
             self.repo.add(lot)
-            self.repo.add(
-                HoldAllocation(hold_id=hold.hold_id, lot_id=lot.lot_id, position=position, points=take.points)
-            )
+            allocation = HoldAllocation(hold_id=hold.hold_id, lot_id=lot.lot_id, position=position, points=take.points)
+            self.repo.add(allocation)
+            parts.append((allocation, lot))
+        self.remember(hold, parts)
         self._line(EntryType.HELD, history.held(points, reference), available=-points, held=points, hold=hold)
         return hold
-
-    def _hold_lots(self, allocations: list[HoldAllocation]) -> dict[str, Lot]:
-        return self.repo.lots([a.lot_id for a in allocations])
 
     def _unhold(self, hold: Hold, pairs: list[tuple[Lot, int]], why: str) -> int:
         """Give held points back to their lots; those of expired lots are written off. Returns written off."""
@@ -267,12 +302,10 @@ class Book:
 
     def capture(self, hold: Hold, points: int) -> int:
         """Spend `points` of an active hold; the rest goes back. Returns points written off on the way."""
-        allocations = self.repo.allocations(hold.hold_id)
-        lots = self._hold_lots(allocations)
-        captured = split_capture([a.points for a in allocations], points)
+        parts = self.parts(hold)
+        captured = split_capture([a.points for a, _ in parts], points)
         rest: list[tuple[Lot, int]] = []
-        for allocation, part in zip(allocations, captured, strict=True):
-            lot = lots[allocation.lot_id]
+        for (allocation, lot), part in zip(parts, captured, strict=True):
             allocation.captured = part
             self.repo.add(allocation)
             lot.held -= part
@@ -291,16 +324,16 @@ class Book:
 
     def release(self, hold: Hold, status: HoldStatus, why: str) -> int:
         """Release an active hold in full. Returns points written off because their lot had expired."""
-        allocations = self.repo.allocations(hold.hold_id)
-        lots = self._hold_lots(allocations)
+        parts = self.parts(hold)
         hold.status = status.value
         hold.updated_at = self.now
         self.repo.add(hold)
-        return self._unhold(hold, [(lots[a.lot_id], a.points) for a in allocations], why)
+        return self._unhold(hold, [(lot, a.points) for a, lot in parts], why)
 
     def return_points(self, hold: Hold, points: int, reference: str, reason: str) -> Returned:
-        allocations = {a.lot_id: a for a in self.repo.allocations(hold.hold_id)}
-        lots = self._hold_lots(list(allocations.values()))
+        parts = self.parts(hold)
+        allocations = {a.lot_id: a for a, _ in parts}
+        lots = {lot.lot_id: lot for _, lot in parts}
         returnable = []
         for a in allocations.values():
             expires_at = lots[a.lot_id].expires_at

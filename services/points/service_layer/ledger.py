@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from functools import cached_property
 
-from sqlalchemy import Table, case, select, update
+from sqlalchemy import Engine, Table, case, select, update
+from sqlmodel import Session
 
 from services.points.adapters.repository import PointsRepository
-from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
+from services.points.adapters.tables import Account, HistoryLine, Hold, Lot, ReferenceDecision
 from services.points.domain import history
 from services.points.domain.history import EntryType
 from services.points.domain.lots import (
@@ -33,7 +36,14 @@ from services.points.domain.lots import (
     validate_text,
 )
 from services.points.domain.spending import HoldStatus, ReversalPlan
-from services.points.service_layer.book import Book, Returned, Settlement, earned_outstanding, require_active
+from services.points.service_layer.book import (
+    Book,
+    HoldView,
+    Returned,
+    Settlement,
+    earned_outstanding,
+    require_active,
+)
 from shared import bulk
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
@@ -115,12 +125,6 @@ class BalanceView:
 
 
 @dataclass(frozen=True)
-class HoldView:
-    hold: Hold
-    allocations: list[tuple[HoldAllocation, datetime]]
-
-
-@dataclass(frozen=True)
 class CustomerStatistics:
     customer_id: str
     credited_by_source: dict[str, int]
@@ -152,34 +156,57 @@ class Ledger:
         if points:
             uow.on_commit(lambda: self._metrics.points_expired(points))
 
-    def _book(self, uow: UnitOfWork, customer_id: str, now: datetime | None = None) -> Book:
-        book = Book.open(uow.session, customer_id, now or self._clock.now(), self.config.lifetimes, self.config.zone)
+    def _open(self, uow: UnitOfWork, customer_id: str, now: datetime | None = None) -> Book:
+        """The customer's book, locked, not yet settled."""
+        return Book.open(uow.session, customer_id, now or self._clock.now(), self.config.lifetimes, self.config.zone)
+
+    def _settle(self, uow: UnitOfWork, book: Book) -> None:
         self._expired(uow, book.settle().points_expired)
+
+    def _book(self, uow: UnitOfWork, customer_id: str, now: datetime | None = None) -> Book:
+        book = self._open(uow, customer_id, now)
+        self._expired(uow, book.settle_if_due().points_expired)
         return book
 
     def _book_of_hold(self, uow: UnitOfWork, hold_id: str) -> tuple[Book, Hold]:
+        """The book of the hold's customer (locked and settled) and the hold, read after the lock
+        with its allocations and lots; three statements when nothing is due."""
         repo = PointsRepository(uow.session)
-        owner = repo.hold_owner(hold_id) if hold_id else None
-        if owner is None:
+        account = repo.lock_account_of_hold(hold_id) if hold_id else None
+        if account is None:
             raise NotFound("HOLD_NOT_FOUND", f"hold {hold_id!r} does not exist", metadata={"hold_id": hold_id})
-        book = self._book(uow, owner)
-        hold = repo.hold(hold_id)
-        assert hold is not None
-        return book, hold
+        book = Book(repo, account, self._clock.now(), self.config.lifetimes, self.config.zone)
+        found = repo.hold_with_parts(hold_id, book.customer_id, book.now)
+        if found is not None and not found[2]:
+            hold, parts, _ = found
+            book.remember(hold, parts)
+            return book, hold
+        # Something is due (settle it first, as any touch of the customer does; the hold may be
+        # among it), or the hold has no allocation, which cannot be: then read it alone.
+        self._expired(uow, (book.settle() if found is not None else book.settle_if_due()).points_expired)
+        settled = repo.hold(hold_id)
+        assert settled is not None
+        return book, settled
 
     # --- credits and pending points -------------------------------------------------------
 
     def credit(self, uow: UnitOfWork, request: CreditRequest) -> Lot:
         validate_credit(request, self._clock.now())
-        book = self._book(uow, request.customer_id)
+        if not (request.pending and request.reference):
+            return self._book(uow, request.customer_id).credit(request)
+        book = self._open(uow, request.customer_id)
+        # Whether anything is due, and what was decided for the reference (it may have been
+        # activated or cancelled before this credit arrived), in one statement after the lock.
+        due, decision = book.repo.due_and_decision(request.customer_id, request.reference, book.now)
+        if due:
+            self._settle(uow, book)
         lot = book.credit(request)
-        if request.pending and request.reference:
-            # The reference may have been activated or cancelled before this credit arrived.
-            decision = book.repo.decision(request.customer_id, request.reference)
-            if decision is not None and decision.action == CANCEL:
-                book.cancel_pending(lot, decision.reason or "the reference was cancelled")
-            elif decision is not None and decision.available_at is not None:
-                book.activate(lot, decision.available_at)
+        if decision is not None:
+            action, available_at, reason = decision
+            if action == CANCEL:
+                book.cancel_pending(lot, reason or "the reference was cancelled")
+            elif available_at is not None:
+                book.activate(lot, available_at)
         return lot
 
     def _decide(
@@ -317,15 +344,25 @@ class Ledger:
 
     # --- holds ----------------------------------------------------------------------------
 
-    def hold(self, uow: UnitOfWork, customer_id: str, points: int, reference: str, ttl: timedelta | None) -> Hold:
+    def hold(self, uow: UnitOfWork, customer_id: str, points: int, reference: str, ttl: timedelta | None) -> HoldView:
         validate_customer_id(customer_id)
         validate_points("points", points)
         validate_reference(reference)
         if ttl is not None and not timedelta(0) < ttl <= MAX_HOLD_TTL:
             raise InvalidArgument.field("ttl", f"must be positive and at most {MAX_HOLD_TTL}", "INVALID_TTL")
-        return self._book(uow, customer_id).hold(points, reference, ttl or self.config.hold_ttl)
+        book = self._open(uow, customer_id)
+        # The lots to take from and whether anything is due, in one statement after the lock;
+        # when something is due, settle first and read the lots again.
+        lots, due = book.repo.lots_to_spend(customer_id, book.now, points)
+        if due is None:
+            due = book.repo.has_due(customer_id, book.now)
+        if due:
+            self._settle(uow, book)
+            lots = book.repo.lots_to_spend(customer_id, book.now, points)[0]
+        hold = book.hold(points, reference, ttl or self.config.hold_ttl, lots)
+        return book.view(hold)
 
-    def capture(self, uow: UnitOfWork, hold_id: str, points: int) -> Hold:
+    def capture(self, uow: UnitOfWork, hold_id: str, points: int) -> HoldView:
         validate_points("points", points, zero_means_all=True)
         book, hold = self._book_of_hold(uow, hold_id)
         require_active(hold, book.now)
@@ -336,22 +373,22 @@ class Ledger:
                 metadata={"hold_id": hold_id, "held": str(hold.points)},
             )
         book.capture(hold, points or hold.points)
-        return hold
+        return book.view(hold)
 
-    def release(self, uow: UnitOfWork, hold_id: str, reason: str) -> tuple[Hold, int]:
+    def release(self, uow: UnitOfWork, hold_id: str, reason: str) -> tuple[HoldView, int]:
         validate_text("reason", reason)
         book, hold = self._book_of_hold(uow, hold_id)
         if hold.status == HoldStatus.CAPTURED.value:
             raise FailedPrecondition("ALREADY_CAPTURED", f"hold {hold_id} was captured; return the points instead")
         if hold.status != HoldStatus.ACTIVE.value:
-            return hold, 0
+            return book.view(hold), 0
         expired = book.release(hold, HoldStatus.RELEASED, reason or "released by the caller")
         self._expired(uow, expired)
-        return hold, expired
+        return book.view(hold), expired
 
     def return_points(
         self, uow: UnitOfWork, hold_id: str, points: int, reference: str, reason: str
-    ) -> tuple[Returned, Hold]:
+    ) -> tuple[Returned, HoldView]:
         validate_points("points", points, zero_means_all=True)
         validate_reference(reference)
         validate_text("reason", reason)
@@ -367,7 +404,7 @@ class Ledger:
             )
         returned = book.return_points(hold, points or left, reference, reason)
         self._expired(uow, returned.expired)
-        return returned, hold
+        return returned, book.view(hold)
 
     def get_hold(self, hold_id: str) -> HoldView:
         with self._db.unit_of_work() as uow:
@@ -537,17 +574,41 @@ class Ledger:
     # --- views ----------------------------------------------------------------------------
 
     def balance(self, customer_id: str, expiring_within_days: int) -> BalanceView:
+        """The balances and what expires within the window: one statement when nothing is due
+        (the account, whether anything is due, and the expiring lots), else settle and read again."""
         validate_customer_id(customer_id)
         days = window_days("expiring_within_days", expiring_within_days)
-        self.settle_if_due(customer_id)
+        found = self._balance(customer_id, days)
+        if found is not None and found[1]:
+            self.settle_if_due(customer_id)
+            found = self._balance(customer_id, days)
+        if found is None:
+            return BalanceView(0, 0, 0, [])
+        (available, pending, held), _, expiring = found
+        return BalanceView(available, pending, held, group_expiring(expiring, self.config.zone))
+
+    def _balance(
+        self, customer_id: str, days: int
+    ) -> tuple[tuple[int, int, int], bool, list[tuple[datetime, int]]] | None:
         now = self._clock.now()
-        with self._db.unit_of_work() as uow:
-            repo = PointsRepository(uow.session)
-            account = repo.account(customer_id) or Account(customer_id=customer_id, updated_at=now)
-            expiring = repo.expiring(customer_id, now, now + timedelta(days=days))
-            return BalanceView(
-                account.available, account.pending, account.held, group_expiring(expiring, self.config.zone)
-            )
+        with self._reading() as session:
+            return PointsRepository(session).balance_and_expiring(customer_id, now, now + timedelta(days=days))
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A session for a read of one statement: on PostgreSQL outside a transaction (autocommit),
+        which is what a read-committed transaction of one statement sees, without its BEGIN and
+        ROLLBACK; on SQLite a unit of work as any other."""
+        if self._db.dialect != "postgresql":
+            with self._db.unit_of_work() as uow:
+                yield uow.session
+            return
+        with Session(self._autocommit, expire_on_commit=False) as session:
+            yield session
+
+    @cached_property
+    def _autocommit(self) -> Engine:
+        return self._db.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def expiring(
         self, customer_id: str, within_days: int, size: int, token: str
