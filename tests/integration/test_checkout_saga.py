@@ -177,11 +177,14 @@ def test_recovery_compensates_an_order_it_cannot_finish_in_time(platform: Platfo
     assert platform.balances("saga-timeout") == Balances(MONEY, 0, POINTS, 0, 0)
 
 
-@pytest.mark.parametrize("step", ["reserve-code", "hold-points", "hold-money"])
+@pytest.mark.parametrize("step", ["reserve-code", "hold-points", "hold-money", "capture-money", "capture-points"])
 def test_compensation_undoes_what_a_crash_left_unrecorded(platform: Platform, step: str) -> None:
     """The process died right after a peer made a hold (or reservation) and before the order
     recorded it; recovery later has to compensate (the saga timed out), and must find that hold
-    by replaying the call with the same request id, and release it."""
+    by replaying the call with the same request id, and release it. The money hold and the two
+    captures after it are recorded together (with the payment): a crash after a capture leaves
+    the money hold unrecorded and captured, which compensation must learn and refund, and the
+    points captured, which it must return."""
     clock = platform.harness.clock
     customer = f"saga-unrecorded-{step}"
     fund(platform, customer, money_minor=MONEY, points=POINTS)

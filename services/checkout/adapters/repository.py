@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -103,6 +103,15 @@ class CheckoutRepository:
                 .execution_options(populate_existing=True)
             ).all()
         )
+
+    def set_line_points(self, order_id: str, points_by_position: dict[int, int]) -> None:
+        """Set the points to earn of the order's lines at these positions."""
+        for position, points in points_by_position.items():
+            self.session.execute(
+                update(OrderLineRow)
+                .where(col(OrderLineRow.order_id) == order_id, col(OrderLineRow.position) == position)
+                .values(points_to_earn=points)
+            )
 
     def snapshot(self, order: OrderRow) -> OrderSnapshot:
         return self.snapshots([order])[0]

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -35,7 +35,7 @@ from services.checkout.adapters.tables import (
     ReturnRow,
 )
 from services.checkout.domain.pricing import merge_lines, return_units
-from services.checkout.domain.saga import OrderStatus, SagaState, Step, next_step
+from services.checkout.domain.saga import CREATES, LOCAL, OrderStatus, SagaState, Step, next_step
 from services.checkout.service_layer.pricing import Pricer, promotion_line
 from shared import failpoints
 from shared.clock import Clock
@@ -60,6 +60,21 @@ METRIC_STEPS = {
     Step.CAPTURE_POINTS: "capture_points",
 }
 AFTER_DELIVERY = (OrderStatus.DELIVERED, OrderStatus.PARTIALLY_RETURNED, OrderStatus.RETURNED)
+# Steps recorded with the next record rather than each by its own (`Orders._drive` says when).
+BATCHED = frozenset(
+    {
+        Step.RESERVE_CODE,
+        Step.HOLD_POINTS,
+        Step.HOLD_MONEY,
+        Step.CAPTURE_MONEY,
+        Step.CAPTURE_POINTS,
+        Step.CONFIRM_CODE,
+        Step.ACCRUE,
+    }
+)
+# A change to an order recorded in a transaction, and one that is plain assignments to the row.
+Change = Callable[[UnitOfWork, OrderRow], None]
+RowChange = Callable[[OrderRow], None]
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,31 @@ def explanation_of(order: OrderRow) -> list[earning_pb2.PointsAward]:
     return [ParseDict(item, earning_pb2.PointsAward()) for item in json.loads(order.explanation)]
 
 
+@dataclass
+class SagaRun:
+    """One driver's saga of one order in memory: the order as last recorded with the steps
+    performed since applied (`pending`, to be recorded), its lines, and its history when the
+    driver knows all of it (it placed the order)."""
+
+    order: OrderRow
+    lines: list[OrderLineRow]
+    events: list[OrderEventRow] | None = None
+    pending: list[RowChange] = field(default_factory=list)
+    # Lines' points to earn changed by the accrual, by position, to be recorded.
+    line_points: dict[int, int] = field(default_factory=dict)
+    closed: bool = False  # this driver closed the saga
+
+    @property
+    def answerable(self) -> bool:
+        """The order as this driver left it is the order as it is: the driver closed the saga
+        knowing the whole history, and its last status change is the order's status (no
+        delivery or return, the only changes by others that add to the history, came in)."""
+        return self.closed and self.events is not None and self.events[-1].status == self.order.status
+
+    def snapshot(self) -> OrderSnapshot:
+        return OrderSnapshot(self.order, list(self.lines), list(self.events or []))
+
+
 class Orders:
     def __init__(
         self,
@@ -184,18 +224,23 @@ class Orders:
         if len(request.card_token) > 64:
             raise InvalidArgument.field("card_token", "at most 64 characters", "INVALID_CARD_TOKEN")
         fingerprint = request_fingerprint(request)
-        existing = self._existing(request.request_id, fingerprint)
-        if existing is not None:
-            return self._answer(existing)
+        # One read-only transaction for the replay check and the cart's products.
+        with self._db.unit_of_work() as uow:
+            repo = CheckoutRepository(uow.session)
+            replay = self._replay_in(repo, request.request_id, fingerprint)
+            if replay is not None:
+                return replay
+            self._pricer.check_points_to_use(request.points_to_use)
+            products = self._pricer.products_in(repo, [(line.sku, line.quantity) for line in request.lines])
         order_id = str(uuid.uuid4())
         try:
-            cart = self._pricer.price_request(request, order_id)
+            cart = self._pricer.price_request(request, order_id, products)
         except DomainError:
             # A copy of this request placed meanwhile may have held the points or money this
             # pricing found missing: then the answer is that order, not a refusal.
-            existing = self._existing(request.request_id, fingerprint)
-            if existing is not None:
-                return self._answer(existing)
+            replay = self._replay(request.request_id, fingerprint)
+            if replay is not None:
+                return replay
             raise
         owner = str(uuid.uuid4())
         now = self._clock.now()
@@ -228,61 +273,72 @@ class Orders:
                 # to the order) or at the commit when the same request is placed concurrently.
                 uow.session.flush()
                 earned = {line.line_id: line.points for line in cart.evaluation.lines}
-                for position, line in enumerate(cart.lines):
-                    uow.session.add(
-                        OrderLineRow(
-                            order_id=order_id,
-                            position=position,
-                            sku=line.product.sku,
-                            title=line.product.title,
-                            category=line.product.category,
-                            quantity=line.quantity,
-                            unit_price_minor=line.product.price_minor,
-                            points_applied=cart.line_points(position),
-                            unit_points=",".join(str(points) for points in cart.unit_points[position]),
-                            points_to_earn=earned.get(line.product.sku, 0),
-                            points_excluded=line.excluded,
-                        )
+                lines = [
+                    OrderLineRow(
+                        order_id=order_id,
+                        position=position,
+                        sku=line.product.sku,
+                        title=line.product.title,
+                        category=line.product.category,
+                        quantity=line.quantity,
+                        unit_price_minor=line.product.price_minor,
+                        points_applied=cart.line_points(position),
+                        unit_points=",".join(str(points) for points in cart.unit_points[position]),
+                        points_to_earn=earned.get(line.product.sku, 0),
+                        points_excluded=line.excluded,
                     )
-                self._event(uow, order, OrderStatus.PENDING)
+                    for position, line in enumerate(cart.lines)
+                ]
+                uow.session.add_all(lines)
+                # The first status change, at the time the order was made (the row has it already).
+                events = [OrderEventRow(order_id=order_id, status=OrderStatus.PENDING.value, time=now, reason="")]
+                uow.session.add_all(events)
                 uow.commit()
             except IntegrityError:  # the same request id, placed concurrently: answer as a replay
                 uow.session.rollback()
-                existing = self._existing(request.request_id, fingerprint)
-                if existing is None:
+                replay = self._replay(request.request_id, fingerprint)
+                if replay is None:
                     raise
-                return self._answer(existing)
-            uow.session.expunge(order)
-        self._drive(order_id, owner, order)
-        return self._answer(order_id)
+                return replay
+            uow.session.expunge_all()
+        run = self._drive(order_id, owner, SagaRun(order, lines, events))
+        if run is not None and run.answerable:
+            return self._answer_with(run.snapshot())
+        return self._answer_with(self.snapshot(order_id))
 
-    def _existing(self, request_id: str, fingerprint: str) -> str | None:
+    def _replay_in(self, repo: CheckoutRepository, request_id: str, fingerprint: str) -> OrderSnapshot | None:
+        """The answer to a PlaceOrder already placed with this request id (None when it was not)."""
+        order = repo.order_by_request(request_id)
+        if order is None:
+            return None
+        if order.fingerprint != fingerprint:
+            raise AlreadyExists(
+                "IDEMPOTENCY_KEY_REUSED",
+                f"request_id {request_id!r} was already used for a different order",
+                metadata={"request_id": request_id, "order_id": order.order_id},
+            )
+        return self._answer_with(repo.snapshot(order))
+
+    def _replay(self, request_id: str, fingerprint: str) -> OrderSnapshot | None:
         with self._db.unit_of_work() as uow:
-            order = CheckoutRepository(uow.session).order_by_request(request_id)
-            if order is None:
-                return None
-            if order.fingerprint != fingerprint:
-                raise AlreadyExists(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    f"request_id {request_id!r} was already used for a different order",
-                    metadata={"request_id": request_id, "order_id": order.order_id},
-                )
-            return order.order_id
+            return self._replay_in(CheckoutRepository(uow.session), request_id, fingerprint)
 
-    def _answer(self, order_id: str) -> OrderSnapshot:
-        snapshot = self.snapshot(order_id)
+    @staticmethod
+    def _answer_with(snapshot: OrderSnapshot) -> OrderSnapshot:
         if snapshot.order.status == OrderStatus.FAILED.value:
             raise order_failed(snapshot.order)
         return snapshot
 
     # --- the saga driver ------------------------------------------------------------------
 
-    def _event(self, uow: UnitOfWork, order: OrderRow, status: OrderStatus, reason: str = "") -> None:
+    def _event(self, uow: UnitOfWork, order: OrderRow, status: OrderStatus, reason: str = "") -> OrderEventRow:
         now = self._clock.now()
         order.status = status.value
         order.updated_at = now
         uow.session.add(order)
-        uow.session.add(OrderEventRow(order_id=order.order_id, status=status.value, time=now, reason=reason))
+        event = OrderEventRow(order_id=order.order_id, status=status.value, time=now, reason=reason)
+        uow.session.add(event)
+        return event
 
     def _take_lease(self, load: Callable[[CheckoutRepository], OrderRow | ReturnRow | None]) -> str | None:
         """Take the lease of a saga's row (an order or a return) if nobody holds it: the new
@@ -307,66 +363,144 @@ class Orders:
 
         return self._take_lease(load)
 
-    def _record(self, order_id: str, owner: str, change: Callable[[UnitOfWork, OrderRow], None]) -> OrderRow:
-        """Apply `change` to the order under its row lock, if this driver still holds the lease;
-        the order as committed (detached), from which the driver decides its next step."""
+    def _record(
+        self,
+        order_id: str,
+        owner: str,
+        change: Change | None,
+        run: SagaRun | None = None,
+    ) -> OrderRow:
+        """Apply the steps `run` performed and has not recorded yet, then `change`, to the order
+        under its row lock, if this driver still holds the lease; the order as committed
+        (detached), from which the driver decides its next step."""
         with self._db.unit_of_work() as uow:
-            order = CheckoutRepository(uow.session).order(order_id, lock=True)
+            repo = CheckoutRepository(uow.session)
+            order = repo.order(order_id, lock=True)
             if order is None or order.lease_owner != owner:
                 raise Lost(order_id)
-            change(uow, order)
+            if run is not None:
+                for pending in run.pending:
+                    pending(order)
+                if run.line_points:
+                    repo.set_line_points(order_id, run.line_points)
+            if change is not None:
+                change(uow, order)
             now = self._clock.now()
             order.saga_at = now
             if order.lease_owner:  # still driving: renew the lease (closing or pausing let it go)
                 order.lease_until = now + self.config.lease
             uow.session.add(order)
             uow.commit()
-            uow.session.expunge(order)
+            uow.session.expunge_all()
+        if run is not None:
+            run.order, run.pending, run.line_points = order, [], {}
         return order
 
-    def _drive(self, order_id: str, owner: str, placed: OrderRow | None = None) -> None:
-        """Move the saga as far as it goes now; leaves it to recovery on a transport failure.
+    def _load_run(self, order_id: str) -> SagaRun | None:
+        with self._db.unit_of_work() as uow:
+            repo = CheckoutRepository(uow.session)
+            order = repo.order(order_id)
+            if order is None:
+                return None
+            run = SagaRun(order, repo.lines(order_id))
+            uow.session.expunge_all()
+        return run
 
-        The order is read once; after that each step's record (taken under the row lock, so it
-        also sees a cancellation that arrived meanwhile) is what the next step is decided from,
-        instead of a read of its own: one transaction per step fewer. `placed` is the order
-        just inserted by this driver, which need not be read back."""
-        current = placed
-        if current is None:
-            with self._db.unit_of_work() as uow:
-                current = CheckoutRepository(uow.session).order(order_id)
-                uow.session.expunge_all()
+    def _drive(self, order_id: str, owner: str, run: SagaRun | None = None) -> SagaRun | None:
+        """Move the saga as far as it goes now; leaves it to recovery on a transport failure.
+        The saga as this driver left it, or None when another driver has taken it over.
+
+        The order is read once (not at all when `run` is the order just placed by this driver);
+        after that it is kept in memory, and each record (taken under the row lock, so it also
+        sees a cancellation that arrived meanwhile) is what the next step is decided from.
+
+        Not every step is recorded before the next one: the forward steps and those after
+        payment (`BATCHED`) are kept in `run.pending` and recorded with the next record, which
+        comes before any step that creates something in a peer (a code reservation, a hold),
+        before a local step (MARK_PAID, closing), and on a refusal or a pause. So a crash leaves
+        at most one creating step unrecorded, and it is the first forward step not done: the
+        one `SagaState.uncertain` names, which compensation learns by replaying its call; the
+        captures after it need no record of their own (undoing money or points looks at the
+        hold as the peer has it, captured or not), and recovery that drives forward replays
+        them with their request ids and gets the same outcome. Payment is recorded before
+        anything after it runs (the accrual and the code's confirmation are never undone by a
+        compensation), and they are recorded with the closing of the saga."""
+        if run is None:
+            run = self._load_run(order_id)
+            if run is None:
+                return None
         try:
             while True:
-                if current is None or current.lease_owner != owner:
-                    return
-                order = current
+                order = run.order
+                if order.lease_owner != owner:
+                    return run
                 step = next_step(saga_state(order))
                 if step is None:
-                    self._record(order_id, owner, self._close)
-                    return
+                    self._record(order_id, owner, self._close(run), run)
+                    continue  # closed (the lease is let go), or under the lock there was more to do
+                if step in LOCAL:  # recorded at once, with what is pending
+                    failpoints.hit(f"checkout.saga.before.{step.value}")
+                    change = self._local(step, run)
+                    failpoints.hit(f"checkout.saga.after.{step.value}")
+                    self._record(order_id, owner, change, run)
+                    continue
+                if run.pending and (step in CREATES or step not in BATCHED):
+                    self._record(order_id, owner, None, run)  # a creating step starts after a record
+                    continue
                 failpoints.hit(f"checkout.saga.before.{step.value}")
                 try:
-                    change = self._perform(step, order)
+                    made = self._perform(step, run)
                 except PeerUnavailable as error:
-                    self._record(order_id, owner, self._paused(step, error))
-                    return
+                    self._record(order_id, owner, self._paused(step, error), run)
+                    return run
                 except DomainError as error:
-                    current = self._record(order_id, owner, self._refused(step, error))
+                    self._record(order_id, owner, self._refused(step, error), run)
                     continue
                 failpoints.hit(f"checkout.saga.after.{step.value}")
-                current = self._record(order_id, owner, self._done(step, change))
+                done = self._done(step, made)
+                run.pending.append(done)
+                if step in BATCHED:
+                    done(order)  # the order in memory moves on; the record comes later
+                else:
+                    self._record(order_id, owner, None, run)
         except Lost:
             log.info("saga of order %s taken over by another driver", order_id)
+            return None
 
     @staticmethod
-    def _close(uow: UnitOfWork, order: OrderRow) -> None:
-        order.saga_open = False
-        order.lease_owner, order.lease_until = "", None
-        order.last_error = ""
+    def _close(run: SagaRun) -> Change:
+        def close(uow: UnitOfWork, order: OrderRow) -> None:
+            if next_step(saga_state(order)) is not None:
+                return  # a cancellation came in since the driver decided: drive it instead
+            order.saga_open = False
+            order.lease_owner, order.lease_until = "", None
+            order.last_error = ""
+            run.closed = True
+
+        return close
+
+    def _local(self, step: Step, run: SagaRun) -> Change:
+        """A step of the order's own (marking it PAID, FAILED or CANCELLED), taken only if, under
+        the row lock and with what is pending applied, it is still the next step."""
+        marks: dict[Step, tuple[OrderStatus, Callable[[OrderRow], str]]] = {
+            Step.MARK_PAID: (OrderStatus.PAID, lambda row: ""),
+            Step.MARK_FAILED: (OrderStatus.FAILED, lambda row: row.failure_reason),
+            Step.MARK_CANCELLED: (OrderStatus.CANCELLED, lambda row: row.cancel_reason or "cancelled"),
+        }
+        status, reason = marks[step]
+
+        def mark(uow: UnitOfWork, row: OrderRow) -> None:
+            if next_step(saga_state(row)) != step:
+                return
+            event = self._event(uow, row, status, reason(row))
+            if run.events is not None:
+                run.events.append(event)
+            row.steps_done = ",".join(sorted(_steps(row) | {step.value}))
+
+        return mark
 
     @staticmethod
-    def _paused(step: Step, error: DomainError) -> Callable[[UnitOfWork, OrderRow], None]:
+    def _paused(step: Step, error: DomainError) -> Change:
         def change(uow: UnitOfWork, order: OrderRow) -> None:
             order.last_error = f"{step.value}: {error.reason}: {error.message}"[:500]
             order.saga_attempts += 1
@@ -374,7 +508,7 @@ class Orders:
 
         return change
 
-    def _refused(self, step: Step, error: DomainError) -> Callable[[UnitOfWork, OrderRow], None]:
+    def _refused(self, step: Step, error: DomainError) -> Change:
         def change(uow: UnitOfWork, order: OrderRow) -> None:
             state = saga_state(order)
             if state.status == OrderStatus.PENDING and not state.compensating and step in state.forward():
@@ -393,38 +527,39 @@ class Orders:
 
         return change
 
-    def _done(
-        self, step: Step, change: Callable[[UnitOfWork, OrderRow], None] | None
-    ) -> Callable[[UnitOfWork, OrderRow], None]:
-        def record(uow: UnitOfWork, order: OrderRow) -> None:
+    @staticmethod
+    def _done(step: Step, change: RowChange | None) -> RowChange:
+        def record(order: OrderRow) -> None:
             if change is not None:
-                change(uow, order)
+                change(order)
             order.steps_done = ",".join(sorted(_steps(order) | {step.value}))
 
         return record
 
-    def _perform(self, step: Step, order: OrderRow) -> Callable[[UnitOfWork, OrderRow], None] | None:
-        """Carry out one step; returns what to record with it."""
+    def _perform(self, step: Step, run: SagaRun) -> RowChange | None:
+        """Carry out one remote step; returns what to record with it (plain assignments, the
+        same whichever copy of the order they are applied to)."""
+        order = run.order
         oid = order.order_id
         method = METHOD_VALUES[order.payment_method]
         if step == Step.RESERVE_CODE:
-            reservation = self._reserve_code(order)
+            reservation = self._reserve_code(run)
 
-            def reserved(uow: UnitOfWork, row: OrderRow) -> None:
+            def reserved(row: OrderRow) -> None:
                 row.promo_reservation_id = reservation.reservation_id
 
             return reserved
         if step == Step.HOLD_POINTS:
             points_hold = self._hold_points(order)
 
-            def points_held(uow: UnitOfWork, row: OrderRow) -> None:
+            def points_held(row: OrderRow) -> None:
                 row.points_hold_id = points_hold
 
             return points_held
         if step == Step.HOLD_MONEY:
             hold = self._hold_money(order)
 
-            def money_held(uow: UnitOfWork, row: OrderRow) -> None:
+            def money_held(row: OrderRow) -> None:
                 row.wallet_hold_id = hold.hold_id
                 row.card_brand, row.card_last4 = hold.card.brand, hold.card.last4
 
@@ -435,17 +570,15 @@ class Orders:
         if step == Step.CAPTURE_POINTS:
             self._peers.capture_points(f"{oid}:capture-points", order.points_hold_id, order.points_applied)
             return None
-        if step == Step.MARK_PAID:
-            return lambda uow, row: self._event(uow, row, OrderStatus.PAID)
         if step == Step.CONFIRM_CODE:
             self._peers.confirm_code(f"{oid}:confirm-code", order.promo_reservation_id)
             return None
         if step == Step.ACCRUE:
-            return self._accrue(order, method)
+            return self._accrue(run, method)
         if step == Step.UNDO_MONEY:
             refunded = self._undo_money(order)
 
-            def money_back(uow: UnitOfWork, row: OrderRow) -> None:
+            def money_back(row: OrderRow) -> None:
                 row.money_refunded_minor += refunded
 
             return money_back
@@ -453,26 +586,23 @@ class Orders:
             self._undo_points(order)
             return None
         if step == Step.UNDO_CODE:
-            self._undo_code(order)
+            self._undo_code(run)
             return None
-        if step == Step.MARK_FAILED:
-            return lambda uow, row: self._event(uow, row, OrderStatus.FAILED, row.failure_reason)
         if step == Step.CANCEL_PENDING:
             self._peers.cancel_pending(
                 f"{oid}:cancel-pending", customer_id=order.customer_id, reference=oid, reason="order cancelled"
             )
             return None
-        if step == Step.MARK_CANCELLED:
-            return lambda uow, row: self._event(uow, row, OrderStatus.CANCELLED, row.cancel_reason or "cancelled")
         raise AssertionError(f"unknown step {step}")
 
-    def _reserve_code(self, order: OrderRow) -> promotions_pb2.PromoCodeReservation:
+    def _reserve_code(self, run: SagaRun) -> promotions_pb2.PromoCodeReservation:
+        order = run.order
         return self._peers.reserve_code(
             f"{order.order_id}:reserve-code",
             customer_id=order.customer_id,
             code=order.promo_code,
             order_id=order.order_id,
-            lines=self._promotion_lines(order.order_id),
+            lines=self._promotion_lines(run),
         )
 
     def _hold_points(self, order: OrderRow) -> str:
@@ -497,42 +627,46 @@ class Orders:
             raise PeerUnavailable("ACQUIRER_TIMEOUT", "the card authorisation is not settled yet")
         return hold
 
-    def _promotion_lines(self, order_id: str) -> list[promotions_pb2.OrderLine]:
+    @staticmethod
+    def _promotion_lines(run: SagaRun) -> list[promotions_pb2.OrderLine]:
         """The order's lines as Promotions sees them."""
-        with self._db.unit_of_work() as uow:
-            return [
-                promotion_line(line.sku, line.category, line.quantity, line.unit_price_minor, line.points_applied)
-                for line in CheckoutRepository(uow.session).lines(order_id)
-            ]
+        return [
+            promotion_line(line.sku, line.category, line.quantity, line.unit_price_minor, line.points_applied)
+            for line in run.lines
+        ]
 
-    def _accrue(
-        self, order: OrderRow, method: payment_pb2.PaymentMethod.ValueType
-    ) -> Callable[[UnitOfWork, OrderRow], None]:
+    def _accrue(self, run: SagaRun, method: payment_pb2.PaymentMethod.ValueType) -> RowChange:
+        order = run.order
         evaluation = self._peers.accrue(
             f"{order.order_id}:accrue",
             customer_id=order.customer_id,
             order_id=order.order_id,
-            lines=self._promotion_lines(order.order_id),
+            lines=self._promotion_lines(run),
             payment_method=method,
             wallet_balance_minor=order.wallet_balance_minor,
         )
+        # What the accrual paid replaces the quote's estimate; the promo code's reward (paid on
+        # confirmation, not by the accrual) is kept from the quote.
+        code = [a for a in explanation_of(order) if a.kind == earning_pb2.AWARD_KIND_PROMO_CODE]
+        earned = {line.line_id: line.points for line in evaluation.lines}
+        for award in code:
+            if award.line_id:
+                earned[award.line_id] = earned.get(award.line_id, 0) + award.points
+        for line in run.lines:
+            points = earned.get(line.sku, 0)
+            if line.points_to_earn != points:
+                line.points_to_earn = points
+                run.line_points[line.position] = points
+        points_to_earn = evaluation.total_points + sum(award.points for award in code)
+        order_level_points = sum(award.points for award in evaluation.order_awards) + sum(
+            award.points for award in code if not award.line_id
+        )
+        explanation = explanation_json(evaluation, extra=code)
 
-        def accrued(uow: UnitOfWork, row: OrderRow) -> None:
-            # What the accrual paid replaces the quote's estimate; the promo code's reward (paid on
-            # confirmation, not by the accrual) is kept from the quote.
-            code = [a for a in explanation_of(row) if a.kind == earning_pb2.AWARD_KIND_PROMO_CODE]
-            earned = {line.line_id: line.points for line in evaluation.lines}
-            for award in code:
-                if award.line_id:
-                    earned[award.line_id] = earned.get(award.line_id, 0) + award.points
-            for line in CheckoutRepository(uow.session).lines(row.order_id):
-                line.points_to_earn = earned.get(line.sku, 0)
-                uow.session.add(line)
-            row.points_to_earn = evaluation.total_points + sum(award.points for award in code)
-            row.order_level_points = sum(award.points for award in evaluation.order_awards) + sum(
-                award.points for award in code if not award.line_id
-            )
-            row.explanation = explanation_json(evaluation, extra=code)
+        def accrued(row: OrderRow) -> None:
+            row.points_to_earn = points_to_earn
+            row.order_level_points = order_level_points
+            row.explanation = explanation
 
         return accrued
 
@@ -574,8 +708,9 @@ class Orders:
                 reason=order.cancel_reason or "order not completed",
             )
 
-    def _undo_code(self, order: OrderRow) -> None:
-        reservation_id = order.promo_reservation_id or _learn(lambda: self._reserve_code(order).reservation_id)
+    def _undo_code(self, run: SagaRun) -> None:
+        order = run.order
+        reservation_id = order.promo_reservation_id or _learn(lambda: self._reserve_code(run).reservation_id)
         if not reservation_id:
             return
         try:
@@ -853,14 +988,17 @@ class Orders:
                 continue
             examined += 1
             self._give_up_if_too_old(order_id, owner)
-            self._drive(order_id, owner)
-            with self._db.unit_of_work() as uow:
-                order = CheckoutRepository(uow.session).order(order_id)
-                assert order is not None
-                if order.status == OrderStatus.FAILED.value:
-                    compensated += 1
-                elif not order.saga_open:
-                    completed += 1
+            run = self._drive(order_id, owner)
+            if run is None:  # taken over: see how it stands
+                with self._db.unit_of_work() as uow:
+                    order = CheckoutRepository(uow.session).order(order_id)
+                    assert order is not None
+            else:
+                order = run.order
+            if order.status == OrderStatus.FAILED.value:
+                compensated += 1
+            elif not order.saga_open:
+                completed += 1
         for return_id in return_ids:
             owner = self.claim_return(return_id)
             if owner is None:

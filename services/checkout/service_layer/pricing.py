@@ -123,18 +123,33 @@ class Pricer:
         self.policy = policy
 
     def products(self, lines: Sequence[tuple[str, int]]) -> list[tuple[Product, int]]:
-        merged = merge_lines(lines)
         with self._db.unit_of_work() as uow:
-            found = CheckoutRepository(uow.session).products([sku for sku, _ in merged])
-            missing = [sku for sku, _ in merged if sku not in found]
-            if missing:
-                raise NotFound("PRODUCT_NOT_FOUND", f"no product with sku {missing[0]!r}", metadata={"sku": missing[0]})
-            return [(product_of(found[sku]), quantity) for sku, quantity in merged]
+            return self.products_in(CheckoutRepository(uow.session), lines)
+
+    @staticmethod
+    def check_points_to_use(points_to_use: int) -> None:
+        if points_to_use < 0:
+            raise InvalidArgument.field("points_to_use", "must not be negative", "INVALID_POINTS_AMOUNT")
+
+    @staticmethod
+    def products_in(repo: CheckoutRepository, lines: Sequence[tuple[str, int]]) -> list[tuple[Product, int]]:
+        """The products of the cart's lines (merged by sku) read through `repo`: a caller with a
+        transaction open for another lookup reads them in it."""
+        merged = merge_lines(lines)
+        found = repo.products([sku for sku, _ in merged])
+        missing = [sku for sku, _ in merged if sku not in found]
+        if missing:
+            raise NotFound("PRODUCT_NOT_FOUND", f"no product with sku {missing[0]!r}", metadata={"sku": missing[0]})
+        return [(product_of(found[sku]), quantity) for sku, quantity in merged]
 
     def price_request(
-        self, request: checkout_pb2.QuoteOrderRequest | checkout_pb2.PlaceOrderRequest, order_id: str = ""
+        self,
+        request: checkout_pb2.QuoteOrderRequest | checkout_pb2.PlaceOrderRequest,
+        order_id: str = "",
+        products: list[tuple[Product, int]] | None = None,
     ) -> PricedCart:
-        """`price` for the cart of a quote or an order request."""
+        """`price` for the cart of a quote or an order request; `products` are its lines' products
+        when the caller has read them already (`products_in`)."""
         return self.price(
             customer_id=request.customer_id,
             lines=[(line.sku, line.quantity) for line in request.lines],
@@ -142,6 +157,7 @@ class Pricer:
             points_to_use=request.points_to_use,
             payment_method=request.payment_method,
             order_id=order_id,
+            products=products,
         )
 
     def price(
@@ -153,11 +169,11 @@ class Pricer:
         points_to_use: int,
         payment_method: payment_pb2.PaymentMethod.ValueType,
         order_id: str = "",
+        products: list[tuple[Product, int]] | None = None,
     ) -> PricedCart:
         """Price a cart and check the points asked for; raises before anything is held."""
-        if points_to_use < 0:
-            raise InvalidArgument.field("points_to_use", "must not be negative", "INVALID_POINTS_AMOUNT")
-        priced = price_lines(self.products(lines), self.policy)
+        self.check_points_to_use(points_to_use)
+        priced = price_lines(self.products(lines) if products is None else products, self.policy)
         available = self._peers.available_points(customer_id)
         max_points = cart_max_points(priced, self.policy, available)
         require_within_limit(points_to_use, max_points)
