@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Table, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -51,6 +52,7 @@ from shared.outbox import Outbox
 from shared.validation import validate_customer_id
 
 MAX_ORDER_ID = 128
+_accruals: Table = OrderAccrual.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -176,21 +178,19 @@ class Orders:
         if not order.lines:
             raise InvalidArgument.field("lines", "an order needs at least one line", "LINES_REQUIRED")
         now = self._clock.now()
-        accrual = OrderAccrual(order_id=order.order_id, customer_id=order.customer_id, total_points=0, created_at=now)
-        try:
-            with uow.session.begin_nested():
-                uow.session.add(accrual)
-        except IntegrityError:
-            raise AlreadyExists(
-                "ORDER_ALREADY_ACCRUED",
-                f"the points of order {order.order_id} were already awarded",
-                metadata={"order_id": order.order_id},
-            ) from None
         rules = self.rules_in_force(uow, now)
         rows = {row.campaign_id: row for row in self.campaigns_for(uow, order.customer_id, now, lock=True)}
         mechanic, cashback = self._cashback(uow, order, now, lock=True)
         evaluation = evaluate(order.lines, rules, [offer(row) for row in rows.values()], None, cashback)
-
+        # The accrual row, with its total, is what makes an order's points awarded once: an order
+        # accrued before (or by a concurrent request, which this insert waits for) inserts nothing,
+        # and the error rolls back the transaction (nothing was spent or credited yet).
+        if not _insert_accrual(uow, order, evaluation.total_points, now):
+            raise AlreadyExists(
+                "ORDER_ALREADY_ACCRUED",
+                f"the points of order {order.order_id} were already awarded",
+                metadata={"order_id": order.order_id},
+            )
         for campaign_id, row in rows.items():
             paid = evaluation.points_of(AwardKind.CAMPAIGN, campaign_id)
             if paid <= 0:
@@ -221,9 +221,6 @@ class Orders:
         )
         self._credit(uow, order, "purchase", purchase, "PURCHASE", None)
         self._credit(uow, order, "cashback", cashback_points, "CASHBACK", None)
-        accrual.total_points = evaluation.total_points
-        uow.session.add(accrual)
-        uow.flush()
         return Evaluated(evaluation, mechanic)
 
     def _credit(
@@ -244,6 +241,19 @@ class Orders:
                 expires_at=expires,
             ),
         )
+
+
+def _insert_accrual(uow: UnitOfWork, order: OrderInput, total_points: int, now: datetime) -> bool:
+    """Insert the order's accrual unless the order has one; True when inserted. One statement,
+    no savepoint: INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
+    dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = uow.session.execute(
+        dialect.insert(_accruals)
+        .values(order_id=order.order_id, customer_id=order.customer_id, total_points=total_points, created_at=now)
+        .on_conflict_do_nothing(index_elements=["order_id"])
+        .returning(_accruals.c.order_id)
+    )
+    return inserted.first() is not None
 
 
 def offer(row: CampaignRow) -> CampaignOffer:
