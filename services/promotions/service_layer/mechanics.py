@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Table, literal, true
+from sqlalchemy import Select, Table, bindparam, literal, true
 from sqlalchemy import select as core_select
 from sqlmodel import col, or_, select
 
@@ -46,6 +46,43 @@ MAX_TEXT = 500
 _defaults: Table = DefaultMechanicRow.__table__  # type: ignore[attr-defined]
 _assignments: Table = AssignmentRow.__table__  # type: ignore[attr-defined]
 _experiments: Table = ExperimentRow.__table__  # type: ignore[attr-defined]
+
+
+def _mechanic_of_one() -> Select[Any]:
+    """The default in force at :at and :customer_id's participation in force then (if any), each
+    at most one row, left-joined to one row that always exists. Built once: only its parameters
+    change from call to call."""
+    d, a, e = _defaults.c, _assignments.c, _experiments.c
+    at = bindparam("at", type_=d.effective_at.type)
+    default = (
+        core_select(d.code, d.name, d.kind, d.apr_bps, d.basis, d.tiers, d.monthly_cap_points)
+        .where(d.effective_at <= at)
+        .order_by(d.effective_at.desc(), d.created_at.desc())
+        .limit(1)
+        .subquery("default_in_force")
+    )
+    participation = (
+        core_select(a.variant_id, e.experiment_id, e.variants)
+        .join(_experiments, e.experiment_id == a.experiment_id)
+        .where(
+            a.customer_id == bindparam("customer_id", type_=a.customer_id.type),
+            e.start_at <= at,
+            or_(e.stopped_at.is_(None), e.stopped_at > at),
+        )
+        .order_by(e.start_at.desc())  # should two overlap, the later start wins
+        .limit(1)
+        .subquery("participation")
+    )
+    one = core_select(literal(1).label("one")).subquery("one")
+    return (
+        core_select(default, participation.c.variant_id, participation.c.experiment_id, participation.c.variants)
+        .select_from(one)
+        .outerjoin(default, true())
+        .outerjoin(participation, true())
+    )
+
+
+_MECHANIC_OF_ONE = _mechanic_of_one()
 
 
 class MechanicColumns(Protocol):
@@ -100,33 +137,10 @@ class Mechanics:
         return DefaultInForce(mechanic_of(row), row.effective_at, row.experiment_id)
 
     def mechanic_for(self, uow: UnitOfWork, customer_id: str, at: datetime) -> CustomerMechanic:
-        """One customer's mechanic in one statement: the default in force and the customer's
-        participation in force (if any), each at most one row, joined to one row that always
-        exists. The same answer as `mechanics_for([customer_id], at)[0]`."""
+        """One customer's mechanic in one statement (`_MECHANIC_OF_ONE`): the same answer as
+        `mechanics_for([customer_id], at)[0]`."""
         validate_customer_id(customer_id)
-        d, a, e = _defaults.c, _assignments.c, _experiments.c
-        default = (
-            core_select(d.code, d.name, d.kind, d.apr_bps, d.basis, d.tiers, d.monthly_cap_points)
-            .where(d.effective_at <= at)
-            .order_by(d.effective_at.desc(), d.created_at.desc())
-            .limit(1)
-            .subquery("default_in_force")
-        )
-        participation = (
-            core_select(a.variant_id, e.experiment_id, e.variants)
-            .join(_experiments, e.experiment_id == a.experiment_id)
-            .where(a.customer_id == customer_id, e.start_at <= at, or_(e.stopped_at.is_(None), e.stopped_at > at))
-            .order_by(e.start_at.desc())  # should two overlap, the later start wins
-            .limit(1)
-            .subquery("participation")
-        )
-        one = core_select(literal(1).label("one")).subquery("one")
-        row = uow.session.execute(
-            core_select(default, participation.c.variant_id, participation.c.experiment_id, participation.c.variants)
-            .select_from(one)
-            .outerjoin(default, true())
-            .outerjoin(participation, true())
-        ).one()
+        row = uow.session.execute(_MECHANIC_OF_ONE, {"customer_id": customer_id, "at": at}).one()
         default_mechanic = self.configured if row.code is None else mechanic_of(row)
         if row.experiment_id is None:
             return CustomerMechanic(customer_id, default_mechanic, "DEFAULT")
