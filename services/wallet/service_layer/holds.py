@@ -65,6 +65,16 @@ def capture_key(hold_id: str, amount_minor: int) -> str:
     return f"capture:{hold_id}:{amount_minor}"
 
 
+class CardCaptureFirst(Exception):
+    """The hold to capture is a card's: the acquirer captures before the ledger books it."""
+
+    def __init__(self, hold_id: str, acquirer_key: str, amount_minor: int) -> None:
+        super().__init__(hold_id)
+        self.hold_id = hold_id
+        self.acquirer_key = acquirer_key
+        self.amount_minor = amount_minor
+
+
 @dataclass(frozen=True)
 class Released:
     holds: int
@@ -199,34 +209,38 @@ class Holds:
 
     # -- capture -----------------------------------------------------------------------------------
 
-    def prepare_capture(self, hold_id: str, amount_minor: int | None) -> int:
-        """Check the capture and, for a card, capture at the acquirer; the amount to capture."""
-        hold = self.get(hold_id)
-        amount = hold.amount_minor if amount_minor is None else amount_minor
-        check_capture(HoldStatus(hold.status), hold.expire_at, self._clock.now(), amount, hold.amount_minor)
-        if hold.payment_method == PaymentMethod.CARD:
-            result = self._call_acquirer(
-                lambda: self._acquirer.capture(capture_key(hold_id, amount), hold.acquirer_key, amount)
+    def capture_at_acquirer(self, card: CardCaptureFirst) -> None:
+        """Capture a card hold at the acquirer (outside any transaction), before `capture` books it."""
+        result = self._call_acquirer(
+            lambda: self._acquirer.capture(
+                capture_key(card.hold_id, card.amount_minor), card.acquirer_key, card.amount_minor
             )
-            if not result.approved:
-                raise FailedPrecondition(
-                    "CARD_CAPTURE_FAILED",
-                    "the acquirer refused the capture",
-                    metadata={"hold_id": hold_id, "acquirer_reason": result.decline_reason},
-                )
-        return amount
+        )
+        if not result.approved:
+            raise FailedPrecondition(
+                "CARD_CAPTURE_FAILED",
+                "the acquirer refused the capture",
+                metadata={"hold_id": card.hold_id, "acquirer_reason": result.decline_reason},
+            )
 
-    def capture(self, uow: UnitOfWork, hold_id: str, amount_minor: int) -> Hold:
+    def capture(self, uow: UnitOfWork, hold_id: str, amount_minor: int | None, *, card_captured: bool = False) -> Hold:
+        """Capture `amount_minor` (None: all) of a hold, under its row lock.
+
+        A card hold must be captured at the acquirer first: unless `card_captured`, this raises
+        CardCaptureFirst (the caller rolls back, calls `capture_at_acquirer`, and comes back)."""
         hold = self._locked(uow, hold_id)
         now = self._clock.now()
-        check_capture(HoldStatus(hold.status), hold.expire_at, now, amount_minor, hold.amount_minor)
+        amount = hold.amount_minor if amount_minor is None else amount_minor
+        check_capture(HoldStatus(hold.status), hold.expire_at, now, amount, hold.amount_minor)
+        if hold.payment_method == PaymentMethod.CARD and not card_captured:
+            raise CardCaptureFirst(hold_id, hold.acquirer_key, amount)
         ledger = LedgerRepository(uow.session)
         if hold.payment_method == PaymentMethod.WALLET:
             assert hold.wallet_id is not None
-            legs = [Leg(holds_account(hold.wallet_id), MERCHANT, amount_minor)]
-            if amount_minor < hold.amount_minor:  # the rest is released at the same time
+            legs = [Leg(holds_account(hold.wallet_id), MERCHANT, amount)]
+            if amount < hold.amount_minor:  # the rest is released at the same time
                 legs.append(
-                    Leg(holds_account(hold.wallet_id), wallet_account(hold.wallet_id), hold.amount_minor - amount_minor)
+                    Leg(holds_account(hold.wallet_id), wallet_account(hold.wallet_id), hold.amount_minor - amount)
                 )
             ledger.transfer(
                 kind=TransferKind.CAPTURE,
@@ -239,12 +253,12 @@ class Holds:
         else:
             ledger.transfer(
                 kind=TransferKind.CARD_CAPTURE,
-                legs=[Leg(CARD_CLEARING, MERCHANT, amount_minor)],
+                legs=[Leg(CARD_CLEARING, MERCHANT, amount)],
                 reference=hold.reference,
                 now=now,
             )
         hold.status = HoldStatus.CAPTURED.value
-        hold.captured_minor = amount_minor
+        hold.captured_minor = amount
         hold.captured_at = now
         hold.updated_at = now
         uow.session.add(hold)
