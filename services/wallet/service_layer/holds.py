@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 
 from services.wallet.adapters.ledger import LedgerRepository
 from services.wallet.adapters.repository import PaymentRepository, WalletRepository
@@ -55,6 +55,16 @@ log = logging.getLogger(__name__)
 HOLD_SCOPE = "WalletService/HoldMoney"
 _holds: Table = Hold.__table__  # type: ignore[attr-defined]
 SWEEP_BATCH = 500
+_MARK_CAPTURED = (
+    update(_holds)
+    .where(_holds.c.hold_id == bindparam("c_hold_id", type_=_holds.c.hold_id.type))
+    .values(
+        status=bindparam("c_status", type_=_holds.c.status.type),
+        captured_minor=bindparam("c_amount", type_=_holds.c.captured_minor.type),
+        captured_at=bindparam("c_now", type_=_holds.c.captured_at.type),
+        updated_at=bindparam("c_now"),
+    )
+)
 
 
 def hold_not_found(hold_id: str) -> NotFound:
@@ -111,7 +121,7 @@ class Holds:
             created_at=now,
             updated_at=now,
         )
-        PaymentRepository(uow.session).add(hold)
+        PaymentRepository(uow.session).insert_hold(hold)
         # The database decides: the conditional update refuses what the available balance lacks.
         LedgerRepository(uow.session).transfer(
             kind=TransferKind.HOLD,
@@ -257,12 +267,15 @@ class Holds:
                 reference=hold.reference,
                 now=now,
             )
+        uow.session.execute(
+            _MARK_CAPTURED,
+            {"c_hold_id": hold_id, "c_status": HoldStatus.CAPTURED.value, "c_amount": amount, "c_now": now},
+        )
+        uow.session.expunge(hold)  # the UPDATE above wrote the change: nothing for the session to flush
         hold.status = HoldStatus.CAPTURED.value
         hold.captured_minor = amount
         hold.captured_at = now
         hold.updated_at = now
-        uow.session.add(hold)
-        uow.session.flush()
         return hold
 
     # -- release -----------------------------------------------------------------------------------
