@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, bindparam, or_, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlmodel import col, select
 
 from services.promotions.adapters import points_peer
@@ -53,6 +56,40 @@ from shared.validation import validate_customer_id
 
 MAX_ORDER_ID = 128
 _accruals: Table = OrderAccrual.__table__  # type: ignore[attr-defined]
+_rules: Table = EarningRuleRow.__table__  # type: ignore[attr-defined]
+
+# The statements of the order path are built once, with bind parameters: building a SQLAlchemy
+# construct costs more CPU than executing its cached compiled form.
+_NOW = bindparam("now", type_=_rules.c.start_at.type)
+_RULES_IN_FORCE = core_select(
+    _rules.c.rule_id,
+    _rules.c.name,
+    _rules.c.type,
+    _rules.c.rate_bps,
+    _rules.c.category,
+    _rules.c.min_order_minor,
+).where(_rules.c.start_at <= _NOW, or_(_rules.c.end_at.is_(None), _rules.c.end_at > _NOW))
+_RULE_KINDS = {
+    RuleType.DEFAULT_RATE.value: AwardKind.DEFAULT_RATE,
+    RuleType.CATEGORY_RATE.value: AwardKind.CATEGORY_RATE,
+    RuleType.ORDER_AMOUNT_TIER.value: AwardKind.ORDER_AMOUNT_TIER,
+}
+_CAMPAIGNS_IN_FORCE = (
+    select(CampaignRow)
+    .where(
+        CampaignRow.start_at <= _NOW,
+        CampaignRow.end_at > _NOW,
+        col(CampaignRow.spent_points) < col(CampaignRow.budget_points),
+    )
+    .order_by(col(CampaignRow.campaign_id))
+)
+_CAMPAIGNS_IN_FORCE_LOCKED = _CAMPAIGNS_IN_FORCE.with_for_update()
+
+
+@cache
+def _insert_accrual_statement(dialect: str) -> ReturningInsert[tuple[str]]:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_accruals).on_conflict_do_nothing(index_elements=["order_id"]).returning(_accruals.c.order_id)
 
 
 @dataclass(frozen=True)
@@ -80,31 +117,15 @@ class Orders:
 
     @staticmethod
     def rules_in_force(uow: UnitOfWork, now: datetime) -> list[RateRule]:
-        rows = uow.session.exec(
-            select(EarningRuleRow).where(
-                EarningRuleRow.start_at <= now,
-                (col(EarningRuleRow.end_at).is_(None)) | (col(EarningRuleRow.end_at) > now),
-            )
-        ).all()
-        kinds = {
-            RuleType.DEFAULT_RATE.value: AwardKind.DEFAULT_RATE,
-            RuleType.CATEGORY_RATE.value: AwardKind.CATEGORY_RATE,
-            RuleType.ORDER_AMOUNT_TIER.value: AwardKind.ORDER_AMOUNT_TIER,
-        }
-        return [RateRule(r.rule_id, r.name, kinds[r.type], r.rate_bps, r.category, r.min_order_minor) for r in rows]
+        rows = uow.session.execute(_RULES_IN_FORCE, {"now": now}).all()
+        return [
+            RateRule(r.rule_id, r.name, _RULE_KINDS[r.type], r.rate_bps, r.category, r.min_order_minor) for r in rows
+        ]
 
     @staticmethod
     def campaigns_for(uow: UnitOfWork, customer_id: str, now: datetime, *, lock: bool) -> list[CampaignRow]:
-        query = (
-            select(CampaignRow)
-            .where(
-                CampaignRow.start_at <= now,
-                CampaignRow.end_at > now,
-                col(CampaignRow.spent_points) < col(CampaignRow.budget_points),
-            )
-            .order_by(col(CampaignRow.campaign_id))
-        )
-        rows = uow.session.exec(query.with_for_update() if lock else query).all()
+        query = _CAMPAIGNS_IN_FORCE_LOCKED if lock else _CAMPAIGNS_IN_FORCE
+        rows = uow.session.exec(query, params={"now": now}).all()
         features: Features | None = None
         features_loaded = False
         chosen: list[CampaignRow] = []
@@ -246,12 +267,9 @@ class Orders:
 def _insert_accrual(uow: UnitOfWork, order: OrderInput, total_points: int, now: datetime) -> bool:
     """Insert the order's accrual unless the order has one; True when inserted. One statement,
     no savepoint: INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
-    dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
     inserted = uow.session.execute(
-        dialect.insert(_accruals)
-        .values(order_id=order.order_id, customer_id=order.customer_id, total_points=total_points, created_at=now)
-        .on_conflict_do_nothing(index_elements=["order_id"])
-        .returning(_accruals.c.order_id)
+        _insert_accrual_statement(uow.session.get_bind().dialect.name),
+        {"order_id": order.order_id, "customer_id": order.customer_id, "total_points": total_points, "created_at": now},
     )
     return inserted.first() is not None
 
