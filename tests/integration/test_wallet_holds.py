@@ -143,8 +143,13 @@ def test_card_payments_go_through_the_acquirer_and_refund_to_the_card_or_the_wal
     hold = wallet.hold("c-1", 80_000, method=CARD, token="tok_mastercard", reference="order-3")
     assert hold.status == wallet_pb2.HOLD_STATUS_ACTIVE and hold.wallet_id == ""
     assert (hold.card.brand, hold.card.last4) == ("MASTERCARD", "4444")
-    captured = wallet.capture(hold.hold_id, 70_000)
+    captured = wallet.capture(hold.hold_id, 70_000, request_id="cap-card")
     assert captured.captured.amount_minor == 70_000
+    assert (
+        wallet.capture(hold.hold_id, 70_000, request_id="cap-card") == captured
+    )  # replay: the acquirer is not asked again
+    assert error_of(wallet.capture, hold.hold_id, 60_000, "cap-card").reason == "IDEMPOTENCY_KEY_REUSED"
+    assert error_of(wallet.capture, hold.hold_id).reason == "HOLD_ALREADY_CAPTURED"
     to_card = wallet.refund(hold.hold_id, 10_000)
     assert to_card.refund.destination == wallet_pb2.REFUND_DESTINATION_ORIGINAL_METHOD
     assert error_of(wallet.refund, hold.hold_id, 5_000, wallet_pb2.REFUND_DESTINATION_WALLET).reason == (

@@ -18,7 +18,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
+from sqlalchemy import Select, Table, bindparam, literal, true
+from sqlalchemy import select as core_select
 from sqlmodel import col, or_, select
 
 from services.promotions.adapters.experiment_records import variants_of
@@ -39,6 +42,59 @@ from shared.validation import validate_customer_id
 
 MAX_BATCH = 1000
 MAX_TEXT = 500
+
+_defaults: Table = DefaultMechanicRow.__table__  # type: ignore[attr-defined]
+_assignments: Table = AssignmentRow.__table__  # type: ignore[attr-defined]
+_experiments: Table = ExperimentRow.__table__  # type: ignore[attr-defined]
+
+
+def _mechanic_of_one() -> Select[Any]:
+    """The default in force at :at and :customer_id's participation in force then (if any), each
+    at most one row, left-joined to one row that always exists. Built once: only its parameters
+    change from call to call."""
+    d, a, e = _defaults.c, _assignments.c, _experiments.c
+    at = bindparam("at", type_=d.effective_at.type)
+    default = (
+        core_select(d.code, d.name, d.kind, d.apr_bps, d.basis, d.tiers, d.monthly_cap_points)
+        .where(d.effective_at <= at)
+        .order_by(d.effective_at.desc(), d.created_at.desc())
+        .limit(1)
+        .subquery("default_in_force")
+    )
+    participation = (
+        core_select(a.variant_id, e.experiment_id, e.variants)
+        .join(_experiments, e.experiment_id == a.experiment_id)
+        .where(
+            a.customer_id == bindparam("customer_id", type_=a.customer_id.type),
+            e.start_at <= at,
+            or_(e.stopped_at.is_(None), e.stopped_at > at),
+        )
+        .order_by(e.start_at.desc())  # should two overlap, the later start wins
+        .limit(1)
+        .subquery("participation")
+    )
+    one = core_select(literal(1).label("one")).subquery("one")
+    return (
+        core_select(default, participation.c.variant_id, participation.c.experiment_id, participation.c.variants)
+        .select_from(one)
+        .outerjoin(default, true())
+        .outerjoin(participation, true())
+    )
+
+
+_MECHANIC_OF_ONE = _mechanic_of_one()
+
+
+class MechanicColumns(Protocol):
+    """What a mechanic is made of: a default_mechanics row, or the columns of one."""
+
+    code: str
+    name: str
+    kind: str
+    apr_bps: int
+    basis: str
+    tiers: str
+    monthly_cap_points: int
 
 
 @dataclass(frozen=True)
@@ -81,7 +137,17 @@ class Mechanics:
         return DefaultInForce(mechanic_of(row), row.effective_at, row.experiment_id)
 
     def mechanic_for(self, uow: UnitOfWork, customer_id: str, at: datetime) -> CustomerMechanic:
-        return self.mechanics_for(uow, [customer_id], at)[0]
+        """One customer's mechanic in one statement (`_MECHANIC_OF_ONE`): the same answer as
+        `mechanics_for([customer_id], at)[0]`."""
+        validate_customer_id(customer_id)
+        row = uow.session.execute(_MECHANIC_OF_ONE, {"customer_id": customer_id, "at": at}).one()
+        default_mechanic = self.configured if row.code is None else mechanic_of(row)
+        if row.experiment_id is None:
+            return CustomerMechanic(customer_id, default_mechanic, "DEFAULT")
+        variant = {v.variant_id: v.mechanic for v in variants_of(row.variants)}.get(row.variant_id)
+        return CustomerMechanic(
+            customer_id, variant or default_mechanic, "EXPERIMENT", row.experiment_id, row.variant_id
+        )
 
     def mechanics_for(self, uow: UnitOfWork, customer_ids: Sequence[str], at: datetime) -> list[CustomerMechanic]:
         if not customer_ids:
@@ -173,7 +239,7 @@ class Mechanics:
         return row
 
 
-def mechanic_of(row: DefaultMechanicRow) -> Mechanic:
+def mechanic_of(row: MechanicColumns) -> Mechanic:
     if row.kind == "INTEREST":
         return Mechanic(row.code, row.name, Interest(row.apr_bps, InterestBasis(row.basis)))
     tiers = tuple(

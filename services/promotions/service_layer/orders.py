@@ -14,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, or_, update
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlmodel import col, select
 
 from services.promotions.adapters import points_peer
@@ -51,6 +55,41 @@ from shared.outbox import Outbox
 from shared.validation import validate_customer_id
 
 MAX_ORDER_ID = 128
+_accruals: Table = OrderAccrual.__table__  # type: ignore[attr-defined]
+_rules: Table = EarningRuleRow.__table__  # type: ignore[attr-defined]
+
+# The statements of the order path are built once, with bind parameters: building a SQLAlchemy
+# construct costs more CPU than executing its cached compiled form.
+_NOW = bindparam("now", type_=_rules.c.start_at.type)
+_RULES_IN_FORCE = core_select(
+    _rules.c.rule_id,
+    _rules.c.name,
+    _rules.c.type,
+    _rules.c.rate_bps,
+    _rules.c.category,
+    _rules.c.min_order_minor,
+).where(_rules.c.start_at <= _NOW, or_(_rules.c.end_at.is_(None), _rules.c.end_at > _NOW))
+_RULE_KINDS = {
+    RuleType.DEFAULT_RATE.value: AwardKind.DEFAULT_RATE,
+    RuleType.CATEGORY_RATE.value: AwardKind.CATEGORY_RATE,
+    RuleType.ORDER_AMOUNT_TIER.value: AwardKind.ORDER_AMOUNT_TIER,
+}
+_CAMPAIGNS_IN_FORCE = (
+    select(CampaignRow)
+    .where(
+        CampaignRow.start_at <= _NOW,
+        CampaignRow.end_at > _NOW,
+        col(CampaignRow.spent_points) < col(CampaignRow.budget_points),
+    )
+    .order_by(col(CampaignRow.campaign_id))
+)
+_CAMPAIGNS_IN_FORCE_LOCKED = _CAMPAIGNS_IN_FORCE.with_for_update()
+
+
+@cache
+def _insert_accrual_statement(dialect: str) -> ReturningInsert[tuple[str]]:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_accruals).on_conflict_do_nothing(index_elements=["order_id"]).returning(_accruals.c.order_id)
 
 
 @dataclass(frozen=True)
@@ -78,31 +117,15 @@ class Orders:
 
     @staticmethod
     def rules_in_force(uow: UnitOfWork, now: datetime) -> list[RateRule]:
-        rows = uow.session.exec(
-            select(EarningRuleRow).where(
-                EarningRuleRow.start_at <= now,
-                (col(EarningRuleRow.end_at).is_(None)) | (col(EarningRuleRow.end_at) > now),
-            )
-        ).all()
-        kinds = {
-            RuleType.DEFAULT_RATE.value: AwardKind.DEFAULT_RATE,
-            RuleType.CATEGORY_RATE.value: AwardKind.CATEGORY_RATE,
-            RuleType.ORDER_AMOUNT_TIER.value: AwardKind.ORDER_AMOUNT_TIER,
-        }
-        return [RateRule(r.rule_id, r.name, kinds[r.type], r.rate_bps, r.category, r.min_order_minor) for r in rows]
+        rows = uow.session.execute(_RULES_IN_FORCE, {"now": now}).all()
+        return [
+            RateRule(r.rule_id, r.name, _RULE_KINDS[r.type], r.rate_bps, r.category, r.min_order_minor) for r in rows
+        ]
 
     @staticmethod
     def campaigns_for(uow: UnitOfWork, customer_id: str, now: datetime, *, lock: bool) -> list[CampaignRow]:
-        query = (
-            select(CampaignRow)
-            .where(
-                CampaignRow.start_at <= now,
-                CampaignRow.end_at > now,
-                col(CampaignRow.spent_points) < col(CampaignRow.budget_points),
-            )
-            .order_by(col(CampaignRow.campaign_id))
-        )
-        rows = uow.session.exec(query.with_for_update() if lock else query).all()
+        query = _CAMPAIGNS_IN_FORCE_LOCKED if lock else _CAMPAIGNS_IN_FORCE
+        rows = uow.session.exec(query, params={"now": now}).all()
         features: Features | None = None
         features_loaded = False
         chosen: list[CampaignRow] = []
@@ -176,21 +199,19 @@ class Orders:
         if not order.lines:
             raise InvalidArgument.field("lines", "an order needs at least one line", "LINES_REQUIRED")
         now = self._clock.now()
-        accrual = OrderAccrual(order_id=order.order_id, customer_id=order.customer_id, total_points=0, created_at=now)
-        try:
-            with uow.session.begin_nested():
-                uow.session.add(accrual)
-        except IntegrityError:
-            raise AlreadyExists(
-                "ORDER_ALREADY_ACCRUED",
-                f"the points of order {order.order_id} were already awarded",
-                metadata={"order_id": order.order_id},
-            ) from None
         rules = self.rules_in_force(uow, now)
         rows = {row.campaign_id: row for row in self.campaigns_for(uow, order.customer_id, now, lock=True)}
         mechanic, cashback = self._cashback(uow, order, now, lock=True)
         evaluation = evaluate(order.lines, rules, [offer(row) for row in rows.values()], None, cashback)
-
+        # The accrual row, with its total, is what makes an order's points awarded once: an order
+        # accrued before (or by a concurrent request, which this insert waits for) inserts nothing,
+        # and the error rolls back the transaction (nothing was spent or credited yet).
+        if not _insert_accrual(uow, order, evaluation.total_points, now):
+            raise AlreadyExists(
+                "ORDER_ALREADY_ACCRUED",
+                f"the points of order {order.order_id} were already awarded",
+                metadata={"order_id": order.order_id},
+            )
         for campaign_id, row in rows.items():
             paid = evaluation.points_of(AwardKind.CAMPAIGN, campaign_id)
             if paid <= 0:
@@ -221,9 +242,6 @@ class Orders:
         )
         self._credit(uow, order, "purchase", purchase, "PURCHASE", None)
         self._credit(uow, order, "cashback", cashback_points, "CASHBACK", None)
-        accrual.total_points = evaluation.total_points
-        uow.session.add(accrual)
-        uow.flush()
         return Evaluated(evaluation, mechanic)
 
     def _credit(
@@ -244,6 +262,16 @@ class Orders:
                 expires_at=expires,
             ),
         )
+
+
+def _insert_accrual(uow: UnitOfWork, order: OrderInput, total_points: int, now: datetime) -> bool:
+    """Insert the order's accrual unless the order has one; True when inserted. One statement,
+    no savepoint: INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
+    inserted = uow.session.execute(
+        _insert_accrual_statement(uow.session.get_bind().dialect.name),
+        {"order_id": order.order_id, "customer_id": order.customer_id, "total_points": total_points, "created_at": now},
+    )
+    return inserted.first() is not None
 
 
 def offer(row: CampaignRow) -> CampaignOffer:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Insert, Table, bindparam, insert, update
 from sqlmodel import Session
 
 from services.wallet.adapters.tables import LedgerAccount, LedgerPosting, LedgerTransfer, StatementEntry, Wallet
@@ -32,6 +33,44 @@ _wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
 _transfers: Table = LedgerTransfer.__table__  # type: ignore[attr-defined]
 _postings: Table = LedgerPosting.__table__  # type: ignore[attr-defined]
 _entries: Table = StatementEntry.__table__  # type: ignore[attr-defined]
+
+# The statements are built once, with bind parameters (building a construct costs more CPU than
+# executing its cached compiled form).
+_w = _wallets.c
+_MOVE_BALANCES = (
+    update(_wallets)
+    .where(
+        _w.wallet_id == bindparam("b_wallet_id", type_=_w.wallet_id.type),
+        _w.balance_minor + bindparam("b_delta", type_=_w.balance_minor.type) >= 0,
+        _w.held_minor + bindparam("b_delta_held", type_=_w.held_minor.type) >= 0,
+        _w.balance_minor + bindparam("b_delta") >= _w.held_minor + bindparam("b_delta_held"),
+    )
+    .values(
+        balance_minor=_w.balance_minor + bindparam("b_delta"),
+        held_minor=_w.held_minor + bindparam("b_delta_held"),
+        updated_at=bindparam("b_now", type_=_w.updated_at.type),
+    )
+    .returning(_w.balance_minor)
+)
+_INSERT_TRANSFER = insert(_transfers)
+_INSERT_ENTRY = insert(_entries)
+
+
+@cache
+def _insert_postings(count: int) -> Insert:
+    """One INSERT of `count` postings (multi-row VALUES), whatever the driver does with executemany."""
+    c = _postings.c
+    return insert(_postings).values(
+        [
+            {
+                c.transfer_id: bindparam(f"t{i}", type_=c.transfer_id.type),
+                c.account_id: bindparam(f"a{i}", type_=c.account_id.type),
+                c.amount_minor: bindparam(f"m{i}", type_=c.amount_minor.type),
+                c.created_at: bindparam(f"c{i}", type_=c.created_at.type),
+            }
+            for i in range(count)
+        ]
+    )
 
 
 def insufficient_funds(wallet_id: str) -> FailedPrecondition:
@@ -89,46 +128,38 @@ class LedgerRepository:
             delta_available = sum(amount for a, amount in postings if a == wallet_account(wallet_id))
             delta_held = sum(amount for a, amount in postings if a == holds_account(wallet_id))
             delta = delta_available + delta_held
-            w = _wallets.c
             row = self._session.execute(
-                update(_wallets)
-                .where(
-                    w.wallet_id == wallet_id,
-                    w.balance_minor + delta >= 0,
-                    w.held_minor + delta_held >= 0,
-                    w.balance_minor + delta >= w.held_minor + delta_held,
-                )
-                .values(balance_minor=w.balance_minor + delta, held_minor=w.held_minor + delta_held, updated_at=now)
-                .returning(w.balance_minor)
+                _MOVE_BALANCES,
+                {"b_wallet_id": wallet_id, "b_delta": delta, "b_delta_held": delta_held, "b_now": now},
             ).first()
             if row is None:
                 raise insufficient_funds(wallet_id)
             balance_after = int(row[0])
         transfer_id = str(uuid.uuid4())
         self._session.execute(
-            insert(_transfers).values(transfer_id=transfer_id, kind=kind.value, reference=reference, created_at=now)
+            _INSERT_TRANSFER,
+            {"transfer_id": transfer_id, "kind": kind.value, "reference": reference, "created_at": now},
         )
-        self._session.execute(
-            insert(_postings),
-            [
-                {"transfer_id": transfer_id, "account_id": account, "amount_minor": amount, "created_at": now}
-                for account, amount in postings
-            ],
-        )
+        if postings:
+            rows: dict[str, object] = {}
+            for i, (account, amount) in enumerate(postings):
+                rows.update({f"t{i}": transfer_id, f"a{i}": account, f"m{i}": amount, f"c{i}": now})
+            self._session.execute(_insert_postings(len(postings)), rows)
         if delta != 0 and wallet_id is not None and balance_after is not None:
             if entry is None:
                 raise ValueError("a transfer that moves the customer's balance needs a statement entry")
             entry_type, description = entry
             self._session.execute(
-                insert(_entries).values(
-                    wallet_id=wallet_id,
-                    transfer_id=transfer_id,
-                    type=entry_type.value,
-                    amount_minor=delta,
-                    balance_after_minor=balance_after,
-                    reference=reference,
-                    description=description[:200],
-                    created_at=now,
-                )
+                _INSERT_ENTRY,
+                {
+                    "wallet_id": wallet_id,
+                    "transfer_id": transfer_id,
+                    "type": entry_type.value,
+                    "amount_minor": delta,
+                    "balance_after_minor": balance_after,
+                    "reference": reference,
+                    "description": description[:200],
+                    "created_at": now,
+                },
             )
         return transfer_id

@@ -9,6 +9,8 @@ with the key first and settle afterwards, so a retry can finish them (see `servi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from loyalty.common.v1 import payment_pb2
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -28,7 +30,7 @@ from services.wallet.domain.ledger import StatementEntryType
 from services.wallet.domain.mechanics import InterestBasis, InterestMechanic, Mechanic
 from services.wallet.domain.wallets import WalletStatus, currency_of, positive_amount
 from services.wallet.service_layer.accounts import Accounts
-from services.wallet.service_layer.holds import HOLD_SCOPE, Holds
+from services.wallet.service_layer.holds import HOLD_SCOPE, CardCaptureFirst, Holds
 from services.wallet.service_layer.interest import Interest
 from services.wallet.service_layer.statements import Statements
 from services.wallet.service_layer.top_ups import SCOPE as TOP_UP_SCOPE
@@ -308,22 +310,36 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def CaptureHold(
         self, request: wallet_pb2.CaptureHoldRequest, context: grpc.ServicerContext
     ) -> wallet_pb2.CaptureHoldResponse:
+        """A wallet hold is captured in one transaction with the key. A card hold is found to be
+        one under its lock, the acquirer captures it outside any transaction, then a second
+        transaction books it (a replay is answered by either transaction before anything else)."""
         scope = "WalletService/CaptureHold"
-        replay = self._idempotency.replay(scope, request, wallet_pb2.CaptureHoldResponse)
-        if replay is not None:
-            return replay
-        required_id(request.hold_id, "hold_id")
-        requested = (
-            positive_amount(request.amount.amount_minor, request.amount.currency_code)
-            if request.HasField("amount")
-            else None
-        )
-        amount = self._holds.prepare_capture(request.hold_id, requested)
 
-        def effect(uow: UnitOfWork) -> wallet_pb2.CaptureHoldResponse:
-            return wallet_pb2.CaptureHoldResponse(hold=hold_to_proto(self._holds.capture(uow, request.hold_id, amount)))
+        def capture(
+            amount: int | None, *, card_captured: bool
+        ) -> Callable[[UnitOfWork], wallet_pb2.CaptureHoldResponse]:
+            def effect(uow: UnitOfWork) -> wallet_pb2.CaptureHoldResponse:
+                hold = self._holds.capture(uow, request.hold_id, amount, card_captured=card_captured)
+                return wallet_pb2.CaptureHoldResponse(hold=hold_to_proto(hold))
 
-        return self._idempotency.run(scope, request, wallet_pb2.CaptureHoldResponse, effect)
+            return effect
+
+        def first(uow: UnitOfWork) -> wallet_pb2.CaptureHoldResponse:
+            required_id(request.hold_id, "hold_id")
+            requested = (
+                positive_amount(request.amount.amount_minor, request.amount.currency_code)
+                if request.HasField("amount")
+                else None
+            )
+            return capture(requested, card_captured=False)(uow)
+
+        try:
+            return self._idempotency.run(scope, request, wallet_pb2.CaptureHoldResponse, first)
+        except CardCaptureFirst as card:
+            self._holds.capture_at_acquirer(card)
+            return self._idempotency.run(
+                scope, request, wallet_pb2.CaptureHoldResponse, capture(card.amount_minor, card_captured=True)
+            )
 
     def ReleaseHold(
         self, request: wallet_pb2.ReleaseHoldRequest, context: grpc.ServicerContext

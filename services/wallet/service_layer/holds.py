@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 
 from services.wallet.adapters.ledger import LedgerRepository
 from services.wallet.adapters.repository import PaymentRepository, WalletRepository
@@ -55,6 +55,16 @@ log = logging.getLogger(__name__)
 HOLD_SCOPE = "WalletService/HoldMoney"
 _holds: Table = Hold.__table__  # type: ignore[attr-defined]
 SWEEP_BATCH = 500
+_MARK_CAPTURED = (
+    update(_holds)
+    .where(_holds.c.hold_id == bindparam("c_hold_id", type_=_holds.c.hold_id.type))
+    .values(
+        status=bindparam("c_status", type_=_holds.c.status.type),
+        captured_minor=bindparam("c_amount", type_=_holds.c.captured_minor.type),
+        captured_at=bindparam("c_now", type_=_holds.c.captured_at.type),
+        updated_at=bindparam("c_now"),
+    )
+)
 
 
 def hold_not_found(hold_id: str) -> NotFound:
@@ -63,6 +73,16 @@ def hold_not_found(hold_id: str) -> NotFound:
 
 def capture_key(hold_id: str, amount_minor: int) -> str:
     return f"capture:{hold_id}:{amount_minor}"
+
+
+class CardCaptureFirst(Exception):
+    """The hold to capture is a card's: the acquirer captures before the ledger books it."""
+
+    def __init__(self, hold_id: str, acquirer_key: str, amount_minor: int) -> None:
+        super().__init__(hold_id)
+        self.hold_id = hold_id
+        self.acquirer_key = acquirer_key
+        self.amount_minor = amount_minor
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,7 @@ class Holds:
             created_at=now,
             updated_at=now,
         )
-        PaymentRepository(uow.session).add(hold)
+        PaymentRepository(uow.session).insert_hold(hold)
         # The database decides: the conditional update refuses what the available balance lacks.
         LedgerRepository(uow.session).transfer(
             kind=TransferKind.HOLD,
@@ -199,34 +219,38 @@ class Holds:
 
     # -- capture -----------------------------------------------------------------------------------
 
-    def prepare_capture(self, hold_id: str, amount_minor: int | None) -> int:
-        """Check the capture and, for a card, capture at the acquirer; the amount to capture."""
-        hold = self.get(hold_id)
-        amount = hold.amount_minor if amount_minor is None else amount_minor
-        check_capture(HoldStatus(hold.status), hold.expire_at, self._clock.now(), amount, hold.amount_minor)
-        if hold.payment_method == PaymentMethod.CARD:
-            result = self._call_acquirer(
-                lambda: self._acquirer.capture(capture_key(hold_id, amount), hold.acquirer_key, amount)
+    def capture_at_acquirer(self, card: CardCaptureFirst) -> None:
+        """Capture a card hold at the acquirer (outside any transaction), before `capture` books it."""
+        result = self._call_acquirer(
+            lambda: self._acquirer.capture(
+                capture_key(card.hold_id, card.amount_minor), card.acquirer_key, card.amount_minor
             )
-            if not result.approved:
-                raise FailedPrecondition(
-                    "CARD_CAPTURE_FAILED",
-                    "the acquirer refused the capture",
-                    metadata={"hold_id": hold_id, "acquirer_reason": result.decline_reason},
-                )
-        return amount
+        )
+        if not result.approved:
+            raise FailedPrecondition(
+                "CARD_CAPTURE_FAILED",
+                "the acquirer refused the capture",
+                metadata={"hold_id": card.hold_id, "acquirer_reason": result.decline_reason},
+            )
 
-    def capture(self, uow: UnitOfWork, hold_id: str, amount_minor: int) -> Hold:
+    def capture(self, uow: UnitOfWork, hold_id: str, amount_minor: int | None, *, card_captured: bool = False) -> Hold:
+        """Capture `amount_minor` (None: all) of a hold, under its row lock.
+
+        A card hold must be captured at the acquirer first: unless `card_captured`, this raises
+        CardCaptureFirst (the caller rolls back, calls `capture_at_acquirer`, and comes back)."""
         hold = self._locked(uow, hold_id)
         now = self._clock.now()
-        check_capture(HoldStatus(hold.status), hold.expire_at, now, amount_minor, hold.amount_minor)
+        amount = hold.amount_minor if amount_minor is None else amount_minor
+        check_capture(HoldStatus(hold.status), hold.expire_at, now, amount, hold.amount_minor)
+        if hold.payment_method == PaymentMethod.CARD and not card_captured:
+            raise CardCaptureFirst(hold_id, hold.acquirer_key, amount)
         ledger = LedgerRepository(uow.session)
         if hold.payment_method == PaymentMethod.WALLET:
             assert hold.wallet_id is not None
-            legs = [Leg(holds_account(hold.wallet_id), MERCHANT, amount_minor)]
-            if amount_minor < hold.amount_minor:  # the rest is released at the same time
+            legs = [Leg(holds_account(hold.wallet_id), MERCHANT, amount)]
+            if amount < hold.amount_minor:  # the rest is released at the same time
                 legs.append(
-                    Leg(holds_account(hold.wallet_id), wallet_account(hold.wallet_id), hold.amount_minor - amount_minor)
+                    Leg(holds_account(hold.wallet_id), wallet_account(hold.wallet_id), hold.amount_minor - amount)
                 )
             ledger.transfer(
                 kind=TransferKind.CAPTURE,
@@ -239,16 +263,19 @@ class Holds:
         else:
             ledger.transfer(
                 kind=TransferKind.CARD_CAPTURE,
-                legs=[Leg(CARD_CLEARING, MERCHANT, amount_minor)],
+                legs=[Leg(CARD_CLEARING, MERCHANT, amount)],
                 reference=hold.reference,
                 now=now,
             )
+        uow.session.execute(
+            _MARK_CAPTURED,
+            {"c_hold_id": hold_id, "c_status": HoldStatus.CAPTURED.value, "c_amount": amount, "c_now": now},
+        )
+        uow.session.expunge(hold)  # the UPDATE above wrote the change: nothing for the session to flush
         hold.status = HoldStatus.CAPTURED.value
-        hold.captured_minor = amount_minor
+        hold.captured_minor = amount
         hold.captured_at = now
         hold.updated_at = now
-        uow.session.add(hold)
-        uow.session.flush()
         return hold
 
     # -- release -----------------------------------------------------------------------------------
