@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import ColumnElement, Table, case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, case, select, update
 
 from services.points.adapters.repository import PointsRepository
 from services.points.adapters.tables import Account, HistoryLine, Hold, HoldAllocation, Lot, ReferenceDecision
@@ -472,11 +471,28 @@ class Ledger:
                 for customer_id in sorted(other_due):
                     batch.add(Book.open(session, customer_id, now, self.config.lifetimes, self.config.zone).settle())
                 ids = [row[0] for row in chunk if row[1] not in other_due]
-                lots = self._write_off(session, ids, candidate) if ids else []
+                lots = (
+                    session.execute(
+                        select(c.lot_id, c.customer_id, c.remaining, c.held, c.source, c.reference, c.created_at).where(
+                            bulk.any_of(session, c.lot_id, ids), *candidate
+                        )
+                    ).all()
+                    if ids
+                    else []
+                )
                 if lots:
+                    session.execute(
+                        update(_lots)
+                        .where(bulk.any_of(session, c.lot_id, [row[0] for row in lots]))
+                        .values(
+                            remaining=c.held,
+                            status=case((c.held == 0, LotStatus.EXPIRED.value), else_=c.status),
+                        )
+                    )
                     lines = []
                     per_customer: dict[str, int] = defaultdict(int)
-                    for lot_id, customer_id, points, source, reference, created_at in lots:
+                    for lot_id, customer_id, remaining, held, source, reference, created_at in lots:
+                        points = remaining - held
                         per_customer[customer_id] += points
                         lines.append(
                             {
@@ -510,38 +526,6 @@ class Ledger:
                 self._expired(uow, batch.points_expired)
                 total.add(batch)
                 uow.commit()
-
-    @staticmethod
-    def _write_off(
-        session: Session, ids: Sequence[str], candidate: tuple[ColumnElement[bool], ...]
-    ) -> list[tuple[str, str, int, str, str, datetime]]:
-        """Write off the free part of those of the lots `ids` still due (their accounts locked):
-        (lot_id, customer_id, points written off, source, reference, created_at) of each. One
-        UPDATE ... FROM a CTE on PostgreSQL, which reads the points before the update; SQLite
-        cannot return the CTE's column, so there it reads the lots, then updates them."""
-        c = _lots.c
-        due = select(c.lot_id, (c.remaining - c.held).label("points")).where(
-            bulk.any_of(session, c.lot_id, ids), *candidate
-        )
-        write_off = {
-            "remaining": c.held,
-            "status": case((c.held == 0, LotStatus.EXPIRED.value), else_=c.status),
-        }
-        if bulk.dialect_of(session) == "postgresql":
-            before = due.cte("due")
-            written = session.execute(
-                update(_lots)
-                .where(c.lot_id == before.c.lot_id)
-                .values(**write_off)
-                .returning(c.lot_id, c.customer_id, before.c.points, c.source, c.reference, c.created_at)
-            ).all()
-            return [(row[0], row[1], int(row[2]), row[3], row[4], row[5]) for row in written]
-        lots = session.execute(due.add_columns(c.customer_id, c.source, c.reference, c.created_at)).all()
-        if lots:
-            session.execute(
-                update(_lots).where(bulk.any_of(session, c.lot_id, [row[0] for row in lots])).values(**write_off)
-            )
-        return [(row[0], row[2], int(row[1]), row[3], row[4], row[5]) for row in lots]
 
     def settle_if_due(self, customer_id: str) -> None:
         now = self._clock.now()
