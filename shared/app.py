@@ -78,6 +78,7 @@ class Runtime:
             poll_interval_ms=settings.outbox_poll_interval_ms,
             max_backoff_ms=settings.outbox_max_backoff_ms,
             lease_ms=settings.outbox_lease_ms,
+            concurrency=settings.outbox_concurrency,
             tracer=telemetry.tracer,
             metrics=telemetry.metrics,
         )

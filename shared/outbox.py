@@ -7,6 +7,14 @@ lease (so a relay that dies mid-delivery only delays a message, and two relays n
 the same one), calls the peer, and records the outcome. The request carries its own request id,
 so the receiver applies it once however often it arrives.
 
+A pass delivers its claimed messages on up to `OUTBOX_CONCURRENCY` threads at once (the peer
+works on several batches in parallel instead of one after another). Nothing relies on the order
+of delivery: every message is keyed by its own request id, and the receiver copes with messages
+arriving in any order (Points remembers an activation or cancellation that arrives before its
+pending credit). A message whose lease ran out before its turn came is left alone, for the next
+pass of whichever relay claims it; and the outcome is recorded only while the message is still
+PENDING, so a late relay (its lease lapsed, another relay delivered meanwhile) changes nothing.
+
 Transport failures and transient statuses are retried with exponential backoff and jitter up to
 `OUTBOX_MAX_BACKOFF_MS`; a peer's definite refusal (INVALID_ARGUMENT, FAILED_PRECONDITION, ...)
 marks the message DEAD. Every message keeps its attempts and last error, so failures are visible.
@@ -23,6 +31,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -30,10 +39,10 @@ from enum import StrEnum
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, func, insert, select, update
 
 from shared.clock import Clock
-from shared.db import Database, UnitOfWork
+from shared.db import Database, UnitOfWork, rowcount
 from shared.errors import DomainError
 from shared.metrics import Metrics
 from shared.outbox_batches import INSPECTORS, Inspector
@@ -152,6 +161,7 @@ class OutboxRelay:
         poll_interval_ms: int = 200,
         max_backoff_ms: int = 60_000,
         lease_ms: int = 30_000,
+        concurrency: int = 1,
         base_backoff_ms: int = 100,
         jitter: Callable[[], float] = random.random,
         tracer: trace.Tracer | None = None,
@@ -167,6 +177,9 @@ class OutboxRelay:
         self._poll_interval_ms = poll_interval_ms
         self._max_backoff_ms = max_backoff_ms
         self._lease = timedelta(milliseconds=lease_ms)
+        if concurrency < 1:
+            raise ValueError("the relay needs at least one delivery thread")
+        self._concurrency = concurrency
         self._base_backoff_ms = base_backoff_ms
         self._jitter = jitter
         self._tracer = tracer or trace.get_tracer(__name__)
@@ -181,14 +194,30 @@ class OutboxRelay:
         return timedelta(milliseconds=ceiling / 2 + self._jitter() * ceiling / 2)
 
     def deliver_due(self) -> int:
-        """Claim and deliver one batch of due messages; returns how many were delivered."""
-        delivered = 0
-        for message in self._claim():
-            if self._deliver(message):
-                delivered += 1
-        return delivered
+        """Claim and deliver one batch of due messages (up to `concurrency` at once); returns how
+        many were delivered."""
+        messages, leased_until = self._claim()
+        if not messages:
+            return 0
+        if self._concurrency == 1 or len(messages) == 1:
+            return sum(self._deliver_leased(message, leased_until) for message in messages)
+        workers = min(self._concurrency, len(messages))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outbox-deliver") as pool:
+            return sum(pool.map(lambda message: self._deliver_leased(message, leased_until), messages))
 
-    def _claim(self) -> list[_Claimed]:
+    def _deliver_leased(self, message: _Claimed, leased_until: datetime) -> bool:
+        """Deliver `message` if this relay still holds its lease; one message's failure to be
+        recorded (the database went away) does not stop the others: it waits for its lease."""
+        if self._clock.now() >= leased_until:
+            return False  # another relay may have claimed it since: the next pass claims it again
+        try:
+            return self._deliver(message)
+        except Exception:
+            log.exception("outbox delivery could not be recorded", extra={"outbox_id": message.id})
+            return False
+
+    def _claim(self) -> tuple[list[_Claimed], datetime]:
+        """The claimed messages and the end of their lease."""
         t = self._table
         now = self._clock.now()
         # The poll is not traced: an idle relay would start a trace of its own every pass.
@@ -207,7 +236,7 @@ class OutboxRelay:
                     update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + self._lease)
                 )
                 uow.commit()
-        return rows
+        return rows, now + self._lease
 
     def _deliver(self, message: _Claimed) -> bool:
         # A delivery is its own trace, linked to the request that wrote the message.
@@ -243,7 +272,7 @@ class OutboxRelay:
             else:
                 values["status"] = OutboxStatus.DEAD.value
             with self._db.unit_of_work() as uow:
-                uow.session.execute(update(t).where(t.c.id == message.id).values(**values))
+                uow.session.execute(update(t).where(*self._still_pending(message)).values(**values))
                 uow.commit()
             self._metrics.outbox_delivery(message.method, "retry" if retryable else "dead")
             log.warning(
@@ -261,9 +290,9 @@ class OutboxRelay:
         refused = inspector(message.payload, response) if inspector is not None else None
         now = self._clock.now()
         with self._db.unit_of_work() as uow:
-            uow.session.execute(
+            recorded = uow.session.execute(
                 update(t)
-                .where(t.c.id == message.id)
+                .where(*self._still_pending(message))
                 .values(
                     status=OutboxStatus.DELIVERED.value,
                     attempts=message.attempts + 1,
@@ -271,6 +300,9 @@ class OutboxRelay:
                     last_error=None if refused is None else f"refused in part: {refused.description}"[:2000],
                 )
             )
+            if rowcount(recorded) != 1:
+                # A relay that claimed it after our lease ran out recorded it first: its outcome stands.
+                return False
             if refused is not None:
                 # The refused items wait as a dead letter of their own: visible, and re-queued by hand.
                 uow.session.execute(
@@ -297,6 +329,10 @@ class OutboxRelay:
                 extra={"outbox_id": message.id, "method": message.method, "refused_items": refused.items},
             )
         return True
+
+    def _still_pending(self, message: _Claimed) -> tuple[ColumnElement[bool], ...]:
+        t = self._table
+        return (t.c.id == message.id, t.c.status == OutboxStatus.PENDING.value)
 
     def notify(self) -> None:
         """Ask the relay thread for a pass now (after a commit that enqueued something)."""

@@ -125,6 +125,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HEALTH_PROBE_INTERVAL_MS", "1000", "How often the health service checks the database."),
     Setting("OUTBOX_POLL_INTERVAL_MS", "200", "How often the outbox relay looks for due messages."),
     Setting("OUTBOX_BATCH_SIZE", "100", "Messages the relay claims per pass."),
+    Setting(
+        "OUTBOX_CONCURRENCY",
+        "4",
+        "Messages the relay delivers at once (threads); each is applied once by its request id, in any order.",
+    ),
     Setting("OUTBOX_MAX_BACKOFF_MS", "60000", "Ceiling of the relay's exponential backoff between attempts."),
     Setting(
         "OUTBOX_LEASE_MS",
@@ -323,6 +328,7 @@ class ServiceSettings:
     outbox_batch_size: int
     outbox_max_backoff_ms: int
     outbox_lease_ms: int
+    outbox_concurrency: int
     shutdown_grace_ms: int
     log_level: str
     log_format: str
@@ -355,6 +361,7 @@ class ServiceSettings:
             outbox_batch_size=env.integer("OUTBOX_BATCH_SIZE", minimum=1),
             outbox_max_backoff_ms=env.integer("OUTBOX_MAX_BACKOFF_MS", minimum=10),
             outbox_lease_ms=env.integer("OUTBOX_LEASE_MS", minimum=100),
+            outbox_concurrency=env.integer("OUTBOX_CONCURRENCY", minimum=1),
             shutdown_grace_ms=env.integer("SHUTDOWN_GRACE_MS"),
             log_level=env.text("LOG_LEVEL").upper(),
             log_format=log_format,

@@ -3,7 +3,9 @@ is applied exactly once."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -12,7 +14,8 @@ from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
 
 from services.promotions.adapters import points_peer
 from shared.clock import ManualClock
-from shared.outbox import OutboxStatus
+from shared.outbox import OutboxRelay, OutboxStatus
+from shared.outbox_batches import BATCH_CREDIT_POINTS
 from tests.harness import Harness, RunningService, free_port
 
 
@@ -161,3 +164,96 @@ def test_a_delivery_is_traced_and_linked_to_the_request_that_caused_it(harness: 
     assert [link.context.trace_id for link in delivery.links] == [server.context.trace_id]
     assert delivery.context.trace_id != server.context.trace_id
     assert client.parent is not None and client.parent.span_id == delivery.context.span_id
+
+
+class _Peers:
+    """A stand-in for `Peers`: answers every delivery with `answer()` (which may block or fail)."""
+
+    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+        self.answer = answer
+        self.payloads: list[bytes] = []
+
+    def call_raw(self, peer: str, method: str, payload: bytes, *, deadline_ms: int | None = None) -> bytes:
+        self.payloads.append(payload)
+        return self.answer(payload)
+
+
+def _enqueue_credits(promotions: RunningService, count: int) -> None:
+    runtime = promotions.app.runtime
+    with runtime.db.unit_of_work() as uow:
+        for n in range(count):
+            request = points_peer.credit_request(
+                request_id=f"many-{n}", customer_id=f"c-{n}", points=5, survey=False, reference=f"r-{n}"
+            )
+            runtime.outbox.enqueue(uow, peer="points", method=points_peer.CREDIT_POINTS, request=request)
+        uow.commit()
+
+
+def test_a_pass_delivers_its_messages_concurrently(harness: Harness, clock: ManualClock) -> None:
+    # The peer answers only once three deliveries are in flight together: one at a time, the
+    # barrier would break and nothing would be delivered.
+    together = threading.Barrier(3, timeout=20)
+
+    def answer(payload: bytes) -> bytes:
+        together.wait()
+        return b""
+
+    promotions = harness.start("promotions", background_relay=False)
+    runtime = promotions.app.runtime
+    _enqueue_credits(promotions, 6)
+    relay = OutboxRelay(runtime.db, runtime.outbox, _Peers(answer), clock, concurrency=3)  # type: ignore[arg-type]
+    assert relay.deliver_due() == 6
+    assert [row["status"] for row in outbox_rows(promotions)] == [OutboxStatus.DELIVERED] * 6
+    assert relay.deliver_due() == 0
+
+
+def test_a_message_whose_lease_ran_out_before_its_turn_is_left_for_the_next_claim(
+    harness: Harness, clock: ManualClock
+) -> None:
+    def slow(payload: bytes) -> bytes:
+        clock.advance(timedelta(seconds=31))  # the first delivery outlives the lease of the batch
+        return b""
+
+    promotions = harness.start("promotions", background_relay=False)
+    runtime = promotions.app.runtime
+    _enqueue_credits(promotions, 2)
+    peers = _Peers(slow)
+    relay = OutboxRelay(runtime.db, runtime.outbox, peers, clock, lease_ms=30_000)  # type: ignore[arg-type]
+    assert relay.deliver_due() == 1
+    first, second = outbox_rows(promotions)
+    assert (first["status"], second["status"], second["attempts"]) == (OutboxStatus.DELIVERED, "PENDING", 0)
+    assert len(peers.payloads) == 1  # not sent on a lapsed lease: another relay may hold it now
+    assert relay.deliver_due() == 1
+    assert [row["status"] for row in outbox_rows(promotions)] == [OutboxStatus.DELIVERED] * 2
+    assert len(peers.payloads) == 2
+
+
+def test_a_relay_whose_lease_lapsed_does_not_record_over_the_relay_that_delivered(
+    harness: Harness, clock: ManualClock
+) -> None:
+    # Two replicas: the first claims a batch and stalls past its lease; the second claims it and
+    # delivers it, refused in part (a dead letter for the refused item). The first then finishes:
+    # its outcome is not recorded again, and no second dead letter appears.
+    points = harness.start("points")
+    promotions = harness.start("promotions", peers={"points": points.target}, background_relay=False)
+    runtime = promotions.app.runtime
+    batch = points_pb2.BatchCreditPointsRequest(
+        request_id="two-relays",
+        requests=[
+            points_peer.credit_request(request_id="two-ok", customer_id="c-2", points=7, survey=False, reference="a"),
+            points_peer.credit_request(request_id="two-bad", customer_id="c-2", points=0, survey=False, reference="b"),
+        ],
+    )
+    with runtime.db.unit_of_work() as uow:
+        runtime.outbox.enqueue(uow, peer="points", method=BATCH_CREDIT_POINTS, request=batch)
+        uow.commit()
+    first = OutboxRelay(runtime.db, runtime.outbox, runtime.peers, clock, lease_ms=30_000)
+    second = OutboxRelay(runtime.db, runtime.outbox, runtime.peers, clock, lease_ms=30_000)
+    [stalled], _ = first._claim()
+    clock.advance(timedelta(seconds=31))
+    assert second.deliver_due() == 1
+    assert first._deliver(stalled) is False  # delivered again (harmless: keyed), not recorded again
+    rows = outbox_rows(promotions)
+    assert [(row["status"], row["attempts"]) for row in rows] == [(OutboxStatus.DELIVERED, 1), (OutboxStatus.DEAD, 1)]
+    stub = points_pb2_grpc.PointsServiceStub(points.channel())
+    assert stub.GetBalance(points_pb2.GetBalanceRequest(customer_id="c-2")).available == 7

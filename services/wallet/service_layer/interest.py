@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, select
+from sqlalchemy import ColumnElement, DateTime, Table, and_, exists, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from services.wallet.adapters import points_peer
@@ -52,6 +52,7 @@ MAX_MONTHS = 120
 _wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
 _entries: Table = StatementEntry.__table__  # type: ignore[attr-defined]
 _accruals: Table = InterestAccrual.__table__  # type: ignore[attr-defined]
+_AWARE = DateTime(timezone=True)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class Interest:
         opening, changes = balances_in_range(uow, first, last, start, end)
         carries = self._carries(uow, first, last, month)
         now = self._clock.now()
+        month_text = str(month)
         rows: list[dict[str, object]] = []
         credits: list[points_peer.InterestCredit] = []
         points_total = 0
@@ -191,7 +193,7 @@ class Interest:
                 {
                     "wallet_id": row.wallet_id,
                     "customer_id": row.customer_id,
-                    "month": str(month),
+                    "month": month_text,
                     "mechanic_code": mechanic.code[:64],
                     "mechanic_name": mechanic.name[:200],
                     "apr_bps": mechanic.apr_bps,
@@ -205,7 +207,7 @@ class Interest:
                 }
             )
             if result.points > 0:
-                credits.append(points_peer.InterestCredit(row.wallet_id, row.customer_id, str(month), result.points))
+                credits.append(points_peer.InterestCredit(row.wallet_id, row.customer_id, month_text, result.points))
                 points_total += result.points
         # The unique (wallet, month) key speaks here if a concurrent run won: the chunk is read again.
         bulk.insert_rows(uow.session, _accruals, rows)
@@ -300,11 +302,14 @@ def _balances(
             select(e.wallet_id, e.balance_after_minor).join(last_before, e.id == last_before.c.id)
         ).all()
     }
+    # Only compared with the day ends: PostgreSQL's aware timestamps need no conversion to UTC
+    # (a third of reading the month's changes went to it); SQLite's naive ones do.
+    created_at = e.created_at if bulk.dialect_of(uow.session) != "postgresql" else type_coerce(e.created_at, _AWARE)
     changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-    for wallet_id, created_at, balance in uow.session.execute(
-        select(e.wallet_id, e.created_at, e.balance_after_minor)
+    for wallet_id, at, balance in uow.session.execute(
+        select(e.wallet_id, created_at, e.balance_after_minor)
         .where(*which, e.created_at >= start, e.created_at < end)
         .order_by(e.wallet_id, e.id)
     ).all():
-        changes[wallet_id].append((created_at, int(balance)))
+        changes[wallet_id].append((at, int(balance)))
     return opening, changes
