@@ -204,7 +204,6 @@ class Book:
             operator_id=request.operator_id,
         )
         self.repo.add(lot)
-        self.repo.session.flush()  # history lines refer to the lot
         self._line(
             EntryType.CREDITED_PENDING if pending else EntryType.CREDITED,
             history.credited(request.points, request.source.value, request.reference, pending)
