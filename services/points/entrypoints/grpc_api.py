@@ -31,67 +31,62 @@ MAX_BATCH = 1000
 CREDIT_SCOPE = "PointsService/CreditPoints"  # one key space for single and batch credits
 
 
-def lot_to_proto(lot: Lot | NewLot) -> points_pb2.Lot:
+class _LotConversions:
+    """Timestamps and enums of lots converted once per distinct value: the lots of a batch share
+    their creation time and mostly their source and expiry, and converting them lot by lot was a
+    quarter of BatchCreditPoints."""
+
+    def __init__(self) -> None:
+        self._stamps: dict[datetime, Timestamp] = {}
+        self._sources: dict[str, Any] = {}
+        self._statuses: dict[str, Any] = {}
+
+    def stamp(self, instant: datetime) -> Timestamp:
+        found = self._stamps.get(instant)
+        if found is None:
+            found = self._stamps[instant] = to_timestamp(instant)
+        return found
+
+    def source(self, value: str) -> Any:
+        found = self._sources.get(value)
+        if found is None:
+            found = self._sources[value] = enum_to_proto(points_pb2.PointsSource, PointsSource(value))
+        return found
+
+    def status(self, value: str) -> Any:
+        found = self._statuses.get(value)
+        if found is None:
+            found = self._statuses[value] = enum_to_proto(points_pb2.LotStatus, LotStatus(value))
+        return found
+
+
+def lot_to_proto(lot: Lot | NewLot, convert: _LotConversions | None = None) -> points_pb2.Lot:
+    convert = convert or _LotConversions()
     message = points_pb2.Lot(
         lot_id=lot.lot_id,
         customer_id=lot.customer_id,
         amount=lot.amount,
         remaining=lot.remaining,
         held=lot.held,
-        source=enum_to_proto(points_pb2.PointsSource, PointsSource(lot.source)),
+        source=convert.source(lot.source),
         reference=lot.reference,
-        create_time=to_timestamp(lot.created_at),
-        status=enum_to_proto(points_pb2.LotStatus, LotStatus(lot.status)),
+        create_time=convert.stamp(lot.created_at),
+        status=convert.status(lot.status),
         reason=lot.reason,
         operator_id=lot.operator_id,
     )
     if lot.available_at is not None:
-        message.available_at.CopyFrom(to_timestamp(lot.available_at))
+        message.available_at.CopyFrom(convert.stamp(lot.available_at))
     if lot.expires_at is not None:
-        message.expires_at.CopyFrom(to_timestamp(lot.expires_at))
+        message.expires_at.CopyFrom(convert.stamp(lot.expires_at))
     return message
 
 
 def new_lots_to_proto(lots: Sequence[NewLot]) -> list[points_pb2.Lot]:
-    """`lot_to_proto` of many new lots (a set-based credit's answers), each timestamp and enum
-    converted once per distinct value: the lots of a batch share their creation time and mostly
-    their source and expiry, and converting them lot by lot was a quarter of BatchCreditPoints."""
-    stamps: dict[datetime, Timestamp] = {}
-    sources: dict[str, Any] = {}
-    statuses: dict[str, Any] = {}
-
-    def stamp(instant: datetime) -> Timestamp:
-        found = stamps.get(instant)
-        if found is None:
-            found = stamps[instant] = to_timestamp(instant)
-        return found
-
-    messages = []
-    for lot in lots:
-        source = sources.get(lot.source)
-        if source is None:
-            source = sources[lot.source] = enum_to_proto(points_pb2.PointsSource, PointsSource(lot.source))
-        status = statuses.get(lot.status)
-        if status is None:
-            status = statuses[lot.status] = enum_to_proto(points_pb2.LotStatus, LotStatus(lot.status))
-        messages.append(
-            points_pb2.Lot(
-                lot_id=lot.lot_id,
-                customer_id=lot.customer_id,
-                amount=lot.amount,
-                remaining=lot.remaining,
-                held=lot.held,
-                source=source,
-                reference=lot.reference,
-                create_time=stamp(lot.created_at),
-                status=status,
-                reason=lot.reason,
-                operator_id=lot.operator_id,
-                available_at=stamp(lot.available_at),
-                expires_at=stamp(lot.expires_at),
-            )
-        )
-    return messages
+    """`lot_to_proto` of many new lots (a set-based credit's answers), sharing one set of
+    conversions."""
+    convert = _LotConversions()
+    return [lot_to_proto(lot, convert) for lot in lots]
 
 
 def hold_to_proto(view: HoldView) -> points_pb2.Hold:
