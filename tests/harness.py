@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import socket
+import threading
 import uuid
 from collections.abc import Mapping
 from contextlib import closing
@@ -35,11 +37,46 @@ def test_database_url() -> str | None:
     return os.environ.get("TEST_DATABASE_URL") or None
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for port 0 binds and outgoing connections (Linux default if unreadable)."""
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+# Ports for a service that must be known before it starts (a peer that starts later, a child
+# process): taken below the ephemeral range, so no port 0 bind and no outgoing connection of any
+# process can take one between this check and the service's own bind. Each process walks the
+# range from its own random point, so two test processes (xdist workers, the two CI suites) do
+# not hand out the same port either.
+_ASSIGNED_LOW, _ASSIGNED_HIGH = 20_000, 32_000
+_next_assigned = _ASSIGNED_LOW + random.SystemRandom().randrange(_ASSIGNED_HIGH - _ASSIGNED_LOW)
+_assign_lock = threading.Lock()
+
+
 def free_port() -> int:
+    """A port nobody listens on now, outside the kernel's ephemeral range (see above)."""
+    global _next_assigned
+    ephemeral = _ephemeral_ports()
+    with _assign_lock:
+        for _ in range(_ASSIGNED_HIGH - _ASSIGNED_LOW):
+            port = _next_assigned
+            _next_assigned = _ASSIGNED_LOW + (_next_assigned + 1 - _ASSIGNED_LOW) % (_ASSIGNED_HIGH - _ASSIGNED_LOW)
+            if port in ephemeral:
+                continue
+            with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    # The kernel's ephemeral range covers ours (or all of it is taken): let the kernel choose.
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 class Databases:
