@@ -58,6 +58,22 @@ class Idempotency:
         self._db = database
         self._table = table
         self._clock = clock
+        # Statements of every mutation, built once with bind parameters: building a statement
+        # per call costs more CPU than running its cached compiled form.
+        t = table.c
+        key = (t.scope == bindparam("key_scope"), t.request_id == bindparam("key_request_id"))
+        dialect = postgresql if database.dialect == "postgresql" else sqlite
+        self._insert_new = (
+            dialect.insert(table).on_conflict_do_nothing(index_elements=["scope", "request_id"]).returning(t.request_id)
+        )
+        self._claim_new = self._insert_new.values(
+            scope=bindparam("key_scope"),
+            request_id=bindparam("key_request_id"),
+            request_hash=bindparam("key_hash"),
+            created_at=bindparam("key_now", type_=t.created_at.type),
+        )
+        self._store_answer = update(table).where(*key).values(response=bindparam("key_response"))
+        self._select_stored = select(t.request_hash, t.response).where(*key)
 
     def run(
         self,
@@ -80,11 +96,7 @@ class Idempotency:
                         return self._replay(stored, fingerprint, response_type, request_id)
                     continue  # that attempt rolled back after all: try again
                 response = effect(uow)
-                uow.session.execute(
-                    update(self._table)
-                    .where(self._table.c.scope == scope, self._table.c.request_id == request_id)
-                    .values(response=response.SerializeToString(deterministic=True))
-                )
+                self._store(uow, scope, request_id, response)
                 uow.commit()
                 return response
         raise Internal("IDEMPOTENCY_RACE", f"request {request_id} kept racing with itself")
@@ -140,11 +152,7 @@ class Idempotency:
             return self._replay(stored, fingerprint, response_type, request_id)
         try:
             response = effect(uow)
-            uow.session.execute(
-                update(self._table)
-                .where(self._table.c.scope == scope, self._table.c.request_id == request_id)
-                .values(response=response.SerializeToString(deterministic=True))
-            )
+            self._store(uow, scope, request_id, response)
             savepoint.commit()
         except BaseException:
             if savepoint.is_active:
@@ -198,7 +206,7 @@ class Idempotency:
             return set()
         now = self._clock.now()
         ordered = sorted(keys, key=lambda key: key[0])
-        if uow.session.get_bind().dialect.name == "postgresql":
+        if self._db.dialect == "postgresql":
             # One statement with an array per column: no SQL text that grows with the batch.
             answers = uow.session.execute(
                 text(
@@ -226,13 +234,7 @@ class Idempotency:
             }
             for request_id, fingerprint, response in ordered
         ]
-        claimed = uow.session.execute(
-            sqlite.insert(self._table)
-            .on_conflict_do_nothing(index_elements=["scope", "request_id"])
-            .returning(self._table.c.request_id),
-            rows,
-        )
-        return set(claimed.scalars())
+        return set(uow.session.execute(self._insert_new, rows).scalars())
 
     @staticmethod
     def answer(stored: Stored, request: Message, response_type: type[R]) -> R:
@@ -259,21 +261,25 @@ class Idempotency:
         The common case (a new request) costs one statement instead of a lookup and an insert.
         On PostgreSQL an insert that meets a concurrent uncommitted key waits for that
         transaction: it then inserts (the other rolled back) or does nothing (it committed)."""
-        dialect = postgresql if uow.session.get_bind().dialect.name == "postgresql" else sqlite
         claimed = uow.session.execute(
-            dialect.insert(self._table)
-            .values(scope=scope, request_id=request_id, request_hash=fingerprint, created_at=self._clock.now())
-            .on_conflict_do_nothing(index_elements=["scope", "request_id"])
-            .returning(self._table.c.request_id)
+            self._claim_new,
+            {"key_scope": scope, "key_request_id": request_id, "key_hash": fingerprint, "key_now": self._clock.now()},
         ).first()
         return claimed is not None
 
+    def _store(self, uow: UnitOfWork, scope: str, request_id: str, response: Message) -> None:
+        """Keep the answer with the key claimed before the effect."""
+        uow.session.execute(
+            self._store_answer,
+            {
+                "key_scope": scope,
+                "key_request_id": request_id,
+                "key_response": response.SerializeToString(deterministic=True),
+            },
+        )
+
     def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
-        row = uow.session.execute(
-            select(self._table.c.request_hash, self._table.c.response).where(
-                self._table.c.scope == scope, self._table.c.request_id == request_id
-            )
-        ).first()
+        row = uow.session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
         return None if row is None else (row[0], row[1])
 
     @staticmethod
