@@ -173,6 +173,8 @@ class Database:
         self.engine = create_db_engine(self.url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
         self._probe_engine = self._make_probe_engine()
+        # Shares the engine's pool; its connections are handed out in autocommit mode.
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
@@ -187,6 +189,20 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads. On PostgreSQL it runs outside a transaction (autocommit): at READ
+        COMMITTED each statement of a transaction takes its own snapshot anyway, so the reads see
+        the same without the BEGIN and ROLLBACK round trips. On SQLite it is a unit of work as any
+        other (autocommit there would still take the database lock per statement). Reads that
+        lock rows (`FOR UPDATE`) or write belong in `unit_of_work`."""
+        if self.dialect != "postgresql":
+            with self.unit_of_work() as uow:
+                yield uow.session
+            return
+        with Session(self._autocommit_engine, expire_on_commit=False) as session:
+            yield session
 
     def ping(self) -> bool:
         """True when the database answers and holds this service's schema."""

@@ -59,3 +59,26 @@ def test_a_connection_the_server_closed_is_replaced_before_use(databases: Databa
     second = backend_pid(database)  # no OperationalError: the dead connection never reached a query
     assert second != first
     assert backend_pid(database) == second
+
+
+def test_a_read_runs_outside_a_transaction_and_leaves_the_pooled_connection_transactional(
+    database: Database,
+) -> None:
+    """`Database.read()`: one statement without BEGIN/ROLLBACK, on the same pooled connection a
+    unit of work uses next, which must be back in transaction mode (a rollback still undoes)."""
+    with database.unit_of_work() as uow:
+        uow.session.execute(text("CREATE TABLE counter (n integer NOT NULL)"))
+        uow.session.execute(text("INSERT INTO counter VALUES (1)"))
+        uow.commit()
+    with database.read() as session:
+        assert session.execute(text("SELECT n FROM counter")).scalar_one() == 1
+        # psycopg in autocommit mode sends no BEGIN before the statement and no ROLLBACK after.
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None and raw.autocommit
+        reader = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with database.unit_of_work() as uow:
+        assert uow.session.execute(text("SELECT pg_backend_pid()")).scalar_one() == reader  # pool of one
+        uow.session.execute(text("UPDATE counter SET n = 2"))
+        # not committed: the unit of work rolls it back
+    with database.read() as session:
+        assert session.execute(text("SELECT n FROM counter")).scalar_one() == 1

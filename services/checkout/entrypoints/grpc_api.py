@@ -240,8 +240,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self, request: checkout_pb2.GetProductRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.GetProductResponse:
         products = self._pricer.products([(request.sku, 1)])
-        with self._db.unit_of_work() as uow:
-            row = CheckoutRepository(uow.session).product(products[0][0].sku)
+        with self._db.read() as session:
+            row = CheckoutRepository(session).product(products[0][0].sku)
             assert row is not None
             return checkout_pb2.GetProductResponse(product=product_to_proto(row, self._policy))
 
@@ -250,10 +250,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     ) -> checkout_pb2.ListProductsResponse:
         size = page_size(request.page_size)
         after = decode_token("products", request.page_token, [str])
-        with self._db.unit_of_work() as uow:
-            rows = CheckoutRepository(uow.session).products_page(
-                request.category, after[0] if after else None, size + 1
-            )
+        with self._db.read() as session:
+            rows = CheckoutRepository(session).products_page(request.category, after[0] if after else None, size + 1)
             response = checkout_pb2.ListProductsResponse(
                 products=[product_to_proto(row, self._policy) for row in rows[:size]]
             )
@@ -305,8 +303,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             if value not in STATUS_NAMES:
                 raise InvalidArgument.field("statuses", f"unknown order status {value}", "INVALID_STATUS")
             statuses.append(STATUS_NAMES[value])
-        with self._db.unit_of_work() as uow:
-            repo = CheckoutRepository(uow.session)
+        with self._db.read() as session:
+            repo = CheckoutRepository(session)
             key = (from_timestamp_iso(after[0]), after[1]) if after else None
             rows = repo.orders_page(request.customer_id, statuses, key, size + 1)
             snapshots = repo.snapshots(rows[:size])
@@ -371,8 +369,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         wanted = sorted(set(request.customer_ids))
         if after:
             wanted = [customer for customer in wanted if customer > after[0]]
-        with self._db.unit_of_work() as uow:
-            rows = CheckoutRepository(uow.session).statistics(
+        with self._db.read() as session:
+            rows = CheckoutRepository(session).statistics(
                 start, end, wanted if request.customer_ids else [], after[0] if after else None, size + 1
             )
         if request.customer_ids:  # every customer asked for answers, with zeros when idle

@@ -200,8 +200,8 @@ class Orders:
     # --- views ----------------------------------------------------------------------------
 
     def snapshot(self, order_id: str, customer_id: str = "") -> OrderSnapshot:
-        with self._db.unit_of_work() as uow:
-            repo = CheckoutRepository(uow.session)
+        with self._db.read() as session:
+            repo = CheckoutRepository(session)
             order = repo.order(order_id)
             if order is None or (customer_id and order.customer_id != customer_id):
                 raise NotFound("ORDER_NOT_FOUND", f"no order {order_id!r}", metadata={"order_id": order_id})
@@ -225,8 +225,8 @@ class Orders:
             raise InvalidArgument.field("card_token", "at most 64 characters", "INVALID_CARD_TOKEN")
         fingerprint = request_fingerprint(request)
         # One read-only transaction for the replay check and the cart's products.
-        with self._db.unit_of_work() as uow:
-            repo = CheckoutRepository(uow.session)
+        with self._db.read() as session:
+            repo = CheckoutRepository(session)
             replay = self._replay_in(repo, request.request_id, fingerprint)
             if replay is not None:
                 return replay
@@ -320,8 +320,8 @@ class Orders:
         return self._answer_with(repo.snapshot(order))
 
     def _replay(self, request_id: str, fingerprint: str) -> OrderSnapshot | None:
-        with self._db.unit_of_work() as uow:
-            return self._replay_in(CheckoutRepository(uow.session), request_id, fingerprint)
+        with self._db.read() as session:
+            return self._replay_in(CheckoutRepository(session), request_id, fingerprint)
 
     @staticmethod
     def _answer_with(snapshot: OrderSnapshot) -> OrderSnapshot:
@@ -397,13 +397,13 @@ class Orders:
         return order
 
     def _load_run(self, order_id: str) -> SagaRun | None:
-        with self._db.unit_of_work() as uow:
-            repo = CheckoutRepository(uow.session)
+        with self._db.read() as session:
+            repo = CheckoutRepository(session)
             order = repo.order(order_id)
             if order is None:
                 return None
             run = SagaRun(order, repo.lines(order_id))
-            uow.session.expunge_all()
+            session.expunge_all()
         return run
 
     def _drive(self, order_id: str, owner: str, run: SagaRun | None = None) -> SagaRun | None:

@@ -123,8 +123,8 @@ class Pricer:
         self.policy = policy
 
     def products(self, lines: Sequence[tuple[str, int]]) -> list[tuple[Product, int]]:
-        with self._db.unit_of_work() as uow:
-            return self.products_in(CheckoutRepository(uow.session), lines)
+        with self._db.read() as session:
+            return self.products_in(CheckoutRepository(session), lines)
 
     @staticmethod
     def check_points_to_use(points_to_use: int) -> None:

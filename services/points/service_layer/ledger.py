@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from functools import cached_property
 
-from sqlalchemy import Engine, Table, case, select, update
-from sqlmodel import Session
+from sqlalchemy import Table, case, select, update
 
 from services.points.adapters.repository import PointsRepository
 from services.points.adapters.tables import Account, HistoryLine, Hold, Lot, ReferenceDecision
@@ -407,18 +404,18 @@ class Ledger:
         return returned, book.view(hold)
 
     def get_hold(self, hold_id: str) -> HoldView:
-        with self._db.unit_of_work() as uow:
-            repo = PointsRepository(uow.session)
+        with self._db.read() as session:
+            repo = PointsRepository(session)
             owner = repo.hold_owner(hold_id) if hold_id else None
         if owner is None:
             raise NotFound("HOLD_NOT_FOUND", f"hold {hold_id!r} does not exist", metadata={"hold_id": hold_id})
         self.settle_if_due(owner)
-        with self._db.unit_of_work() as uow:
-            repo = PointsRepository(uow.session)
+        with self._db.read() as session:
+            repo = PointsRepository(session)
             hold = repo.hold(hold_id)
             assert hold is not None
             view = self.hold_view(repo, hold)
-            uow.session.expunge_all()  # read-only: the rows outlive the transaction
+            session.expunge_all()  # read-only: the rows outlive the transaction
             return view
 
     @staticmethod
@@ -591,24 +588,8 @@ class Ledger:
         self, customer_id: str, days: int
     ) -> tuple[tuple[int, int, int], bool, list[tuple[datetime, int]]] | None:
         now = self._clock.now()
-        with self._reading() as session:
+        with self._db.read() as session:
             return PointsRepository(session).balance_and_expiring(customer_id, now, now + timedelta(days=days))
-
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        """A session for a read of one statement: on PostgreSQL outside a transaction (autocommit),
-        which is what a read-committed transaction of one statement sees, without its BEGIN and
-        ROLLBACK; on SQLite a unit of work as any other."""
-        if self._db.dialect != "postgresql":
-            with self._db.unit_of_work() as uow:
-                yield uow.session
-            return
-        with Session(self._autocommit, expire_on_commit=False) as session:
-            yield session
-
-    @cached_property
-    def _autocommit(self) -> Engine:
-        return self._db.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def expiring(
         self, customer_id: str, within_days: int, size: int, token: str
@@ -619,8 +600,8 @@ class Ledger:
         after = decode_token("expiring", token, [str])
         self.settle_if_due(customer_id)
         now = self._clock.now()
-        with self._db.unit_of_work() as uow:
-            rows = PointsRepository(uow.session).expiring(customer_id, now, now + timedelta(days=days))
+        with self._db.read() as session:
+            rows = PointsRepository(session).expiring(customer_id, now, now + timedelta(days=days))
         groups = [g for g in group_expiring(rows, self.config.zone) if after is None or g[0] > after[0]]
         page = groups[:limit]
         return page, encode_token("expiring", [page[-1][0]]) if len(groups) > limit else ""
@@ -631,9 +612,9 @@ class Ledger:
         key = decode_token("lots", token, [str, str])
         after = (datetime.fromisoformat(key[0]), key[1]) if key is not None else None
         self.settle_if_due(customer_id)
-        with self._db.unit_of_work() as uow:
-            rows = PointsRepository(uow.session).lots_page(customer_id, [s.value for s in statuses], after, limit + 1)
-            uow.session.expunge_all()
+        with self._db.read() as session:
+            rows = PointsRepository(session).lots_page(customer_id, [s.value for s in statuses], after, limit + 1)
+            session.expunge_all()
         page = rows[:limit]
         more = len(rows) > limit
         return page, encode_token("lots", [page[-1].created_at.isoformat(), page[-1].lot_id]) if more else ""
@@ -645,11 +626,9 @@ class Ledger:
         limit = page_size(size)
         key = decode_token("history", token, [int])
         self.settle_if_due(customer_id)
-        with self._db.unit_of_work() as uow:
-            rows = PointsRepository(uow.session).history_page(
-                customer_id, key[0] if key else None, start, end, limit + 1
-            )
-            uow.session.expunge_all()
+        with self._db.read() as session:
+            rows = PointsRepository(session).history_page(customer_id, key[0] if key else None, start, end, limit + 1)
+            session.expunge_all()
         page = rows[:limit]
         last = page[-1].id if page else None
         return page, encode_token("history", [last]) if len(rows) > limit and last is not None else ""

@@ -438,8 +438,8 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
     ) -> promotions_pb2.GetCustomerMechanicResponse:
         validate_customer_id(request.customer_id)
         at = self._instant(request)
-        with self._db.unit_of_work() as uow:
-            found = self._mechanics.mechanic_for(uow, request.customer_id, at)
+        with self._db.read() as session:
+            found = self._mechanics.mechanic_for(session, request.customer_id, at)
         return promotions_pb2.GetCustomerMechanicResponse(
             mechanic=mechanic_to_proto(found.mechanic),
             origin=getattr(promotions_pb2, f"MECHANIC_ORIGIN_{found.origin}"),

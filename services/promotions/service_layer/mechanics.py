@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Select, Table, bindparam, literal, true
 from sqlalchemy import select as core_select
-from sqlmodel import col, or_, select
+from sqlmodel import Session, col, or_, select
 
 from services.promotions.adapters.experiment_records import variants_of
 from services.promotions.adapters.tables import AssignmentRow, DefaultMechanicRow, ExperimentRow
@@ -136,11 +136,11 @@ class Mechanics:
             return DefaultInForce(self.configured, None, "")
         return DefaultInForce(mechanic_of(row), row.effective_at, row.experiment_id)
 
-    def mechanic_for(self, uow: UnitOfWork, customer_id: str, at: datetime) -> CustomerMechanic:
+    def mechanic_for(self, session: Session, customer_id: str, at: datetime) -> CustomerMechanic:
         """One customer's mechanic in one statement (`_MECHANIC_OF_ONE`): the same answer as
-        `mechanics_for([customer_id], at)[0]`."""
+        `mechanics_for([customer_id], at)[0]`; `session` may be a transaction's or a read's."""
         validate_customer_id(customer_id)
-        row = uow.session.execute(_MECHANIC_OF_ONE, {"customer_id": customer_id, "at": at}).one()
+        row = session.execute(_MECHANIC_OF_ONE, {"customer_id": customer_id, "at": at}).one()
         default_mechanic = self.configured if row.code is None else mechanic_of(row)
         if row.experiment_id is None:
             return CustomerMechanic(customer_id, default_mechanic, "DEFAULT")

@@ -151,7 +151,7 @@ class Orders:
     ) -> tuple[Mechanic | None, CashbackOffer | None]:
         if not order.wallet_payment:
             return None, None
-        mechanic = self._mechanics.mechanic_for(uow, order.customer_id, now).mechanic
+        mechanic = self._mechanics.mechanic_for(uow.session, order.customer_id, now).mechanic
         if not isinstance(mechanic.kind, Cashback):
             return mechanic, None
         rate = cashback_rate(mechanic.kind.tiers, order.wallet_balance_minor)

@@ -90,17 +90,17 @@ class Accounts:
 
     def get(self, customer_id: str) -> Wallet:
         validate_customer_id(customer_id)
-        with self._db.unit_of_work() as uow:
-            wallet = WalletRepository(uow.session).by_customer(customer_id)
-            uow.session.expunge_all()  # detached, fully loaded: the rollback at the end expires nothing
+        with self._db.read() as session:
+            wallet = WalletRepository(session).by_customer(customer_id)
+            session.expunge_all()  # detached, fully loaded: the rollback at the end expires nothing
         if wallet is None:
             raise wallet_not_found(customer_id)
         return wallet
 
     def find(self, customer_id: str) -> Wallet | None:
-        with self._db.unit_of_work() as uow:
-            wallet = WalletRepository(uow.session).by_customer(customer_id)
-            uow.session.expunge_all()
+        with self._db.read() as session:
+            wallet = WalletRepository(session).by_customer(customer_id)
+            session.expunge_all()
         return wallet
 
     def mechanic_of(self, customer_id: str) -> Mechanic:
