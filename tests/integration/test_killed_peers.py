@@ -108,7 +108,9 @@ def run_chain(platform: Platform, process: ServiceProcess, cases: list[Case], pr
             f"{case.failpoint} did not kill the process: {orders_of(platform, customer)}"
         )
         process.start(cases[n + 1].failpoint if n + 1 < len(cases) else "")
-        assert settle_until(platform, partial(case.recovered, customer)), f"{case.failpoint}: not recovered"
+        assert settle_until(platform, partial(case.recovered, customer)), (
+            f"{case.failpoint}: not recovered: {orders_of(platform, customer)} {platform.balances(customer)}"
+        )
 
 
 def nudge(platform: Platform) -> bool:
