@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import select
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, DateTime, Engine, Result, create_engine, event, text
+from sqlalchemy import CursorResult, DateTime, Engine, Executable, Result, Row, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
@@ -203,6 +203,19 @@ class Database:
             return
         with Session(self._autocommit_engine, expire_on_commit=False) as session:
             yield session
+
+    def execute_alone(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """Run one statement as a transaction of its own and return its rows (a write returns
+        those of its RETURNING clause). On PostgreSQL it runs in autocommit, where a statement is
+        atomic by itself, so without the BEGIN and COMMIT round trips; on SQLite in a unit of work
+        that commits."""
+        if self.dialect != "postgresql":
+            with self.unit_of_work() as uow:
+                rows = uow.session.execute(statement, params).all()
+                uow.commit()
+            return rows
+        with Session(self._autocommit_engine, expire_on_commit=False) as session:
+            return session.execute(statement, params).all()
 
     def ping(self) -> bool:
         """True when the database answers and holds this service's schema."""

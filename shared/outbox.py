@@ -39,10 +39,10 @@ from enum import StrEnum
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
-from sqlalchemy import ColumnElement, Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, insert, select, update
 
 from shared.clock import Clock
-from shared.db import Database, UnitOfWork, rowcount
+from shared.db import Database, UnitOfWork
 from shared.errors import DomainError
 from shared.metrics import Metrics
 from shared.outbox_batches import INSPECTORS, Inspector
@@ -114,11 +114,11 @@ class Outbox:
         """(pending, dead, age of the oldest pending message): what the outbox gauges report.
         Reads the (status, next_attempt_at) index only, however many delivered rows there are."""
         t = self.table
-        with untraced(), database.unit_of_work() as uow:
-            pending, oldest = uow.session.execute(
+        with untraced(), database.read() as session:
+            pending, oldest = session.execute(
                 select(func.count(), func.min(t.c.created_at)).where(t.c.status == OutboxStatus.PENDING.value)
             ).one()
-            dead = uow.session.execute(select(func.count()).where(t.c.status == OutboxStatus.DEAD.value)).scalar_one()
+            dead = session.execute(select(func.count()).where(t.c.status == OutboxStatus.DEAD.value)).scalar_one()
         return int(pending), int(dead), None if oldest is None else max(self._clock.now() - oldest, timedelta(0))
 
     def stats(self, database: Database) -> OutboxStats:
@@ -187,6 +187,40 @@ class OutboxRelay:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._claim_statement = self._claiming(outbox.table, database.supports_skip_locked)
+        t = outbox.table.c
+        # Recorded only while still PENDING: a relay whose lease lapsed changes nothing.
+        self._record_delivered = (
+            update(outbox.table)
+            .where(t.id == bindparam("message_id"), t.status == OutboxStatus.PENDING.value)
+            .values(
+                status=OutboxStatus.DELIVERED.value,
+                attempts=bindparam("attempts"),
+                delivered_at=bindparam("delivered_at", type_=t.delivered_at.type),
+                last_error=bindparam("last_error"),
+            )
+            .returning(t.id)
+        )
+
+    @staticmethod
+    def _claiming(t: Table, skip_locked: bool) -> Executable:
+        """One statement, built once, that claims a batch of due messages: their next attempt
+        pushed past the lease, their content returned. On PostgreSQL rows another relay is
+        claiming are skipped, not waited for; SQLite's writers take turns on the database lock."""
+        due = (
+            select(t.c.id)
+            .where(t.c.status == OutboxStatus.PENDING.value, t.c.next_attempt_at <= bindparam("now"))
+            .order_by(t.c.id)
+            .limit(bindparam("batch"))
+        )
+        if skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        return (
+            update(t)
+            .where(t.c.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=bindparam("leased_until"))
+            .returning(t.c.id, t.c.peer, t.c.method, t.c.payload, t.c.attempts, t.c.trace_context)
+        )
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential backoff with jitter: half the ceiling plus up to half again."""
@@ -217,26 +251,15 @@ class OutboxRelay:
             return False
 
     def _claim(self) -> tuple[list[_Claimed], datetime]:
-        """The claimed messages and the end of their lease."""
-        t = self._table
+        """The claimed messages (in id order) and the end of their lease."""
         now = self._clock.now()
+        leased_until = now + self._lease
         # The poll is not traced: an idle relay would start a trace of its own every pass.
-        with untraced(), self._db.unit_of_work() as uow:
-            query = (
-                select(t.c.id, t.c.peer, t.c.method, t.c.payload, t.c.attempts, t.c.trace_context)
-                .where(t.c.status == OutboxStatus.PENDING.value, t.c.next_attempt_at <= now)
-                .order_by(t.c.id)
-                .limit(self._batch_size)
+        with untraced():
+            rows = self._db.execute_alone(
+                self._claim_statement, {"now": now, "leased_until": leased_until, "batch": self._batch_size}
             )
-            if self._db.supports_skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            rows = [_Claimed(*row) for row in uow.session.execute(query).all()]
-            if rows:
-                uow.session.execute(
-                    update(t).where(t.c.id.in_([r.id for r in rows])).values(next_attempt_at=now + self._lease)
-                )
-                uow.commit()
-        return rows, now + self._lease
+        return sorted((_Claimed(**row._mapping) for row in rows), key=lambda claimed: claimed.id), leased_until
 
     def _deliver(self, message: _Claimed) -> bool:
         # A delivery is its own trace, linked to the request that wrote the message.
@@ -289,21 +312,19 @@ class OutboxRelay:
         inspector = self._inspectors.get(message.method)
         refused = inspector(message.payload, response) if inspector is not None else None
         now = self._clock.now()
-        with self._db.unit_of_work() as uow:
-            recorded = uow.session.execute(
-                update(t)
-                .where(*self._still_pending(message))
-                .values(
-                    status=OutboxStatus.DELIVERED.value,
-                    attempts=message.attempts + 1,
-                    delivered_at=now,
-                    last_error=None if refused is None else f"refused in part: {refused.description}"[:2000],
-                )
-            )
-            if rowcount(recorded) != 1:
-                # A relay that claimed it after our lease ran out recorded it first: its outcome stands.
-                return False
-            if refused is not None:
+        outcome = {
+            "message_id": message.id,
+            "attempts": message.attempts + 1,
+            "delivered_at": now,
+            "last_error": None if refused is None else f"refused in part: {refused.description}"[:2000],
+        }
+        if refused is None:  # the common case: one statement
+            if not self._db.execute_alone(self._record_delivered, outcome):
+                return False  # a relay that claimed it after our lease ran out recorded it first: its outcome stands
+        else:
+            with self._db.unit_of_work() as uow:
+                if not uow.session.execute(self._record_delivered, outcome).all():
+                    return False
                 # The refused items wait as a dead letter of their own: visible, and re-queued by hand.
                 uow.session.execute(
                     insert(t).values(
@@ -320,7 +341,7 @@ class OutboxRelay:
                         delivered_at=None,
                     )
                 )
-            uow.commit()
+                uow.commit()
         self._metrics.outbox_delivery(message.method, "delivered")
         if refused is not None:
             self._metrics.outbox_delivery(message.method, "refused")
