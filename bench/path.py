@@ -477,7 +477,8 @@ def py_spy() -> str | None:
 
 @contextmanager
 def profiled(platform: Platform, directory: Path | None, seconds: float) -> Iterator[None]:
-    """py-spy records every process of the platform while the block runs."""
+    """py-spy records every process of the platform while the block runs (samples of the
+    thread holding the GIL only, so the profile shows Python CPU, not threads waiting on I/O)."""
     spy = py_spy() if directory is not None else None
     if directory is None or spy is None:
         if directory is not None:
@@ -497,6 +498,7 @@ def profiled(platform: Platform, directory: Path | None, seconds: float) -> Iter
                 "--rate",
                 "100",
                 "--nonblocking",
+                "--gil",  # only the thread holding the GIL: where the CPU goes, not who waits on a socket
                 "--format",
                 "raw",
                 "--output",
