@@ -82,3 +82,22 @@ def test_a_read_runs_outside_a_transaction_and_leaves_the_pooled_connection_tran
         # not committed: the unit of work rolls it back
     with database.read() as session:
         assert session.execute(text("SELECT n FROM counter")).scalar_one() == 1
+
+
+def test_a_statement_run_alone_commits_by_itself_in_autocommit(database: Database) -> None:
+    """`Database.execute_alone()`: one write, committed without a transaction around it, and the
+    pooled connection goes back to transaction mode afterwards."""
+    with database.unit_of_work() as uow:
+        uow.session.execute(text("CREATE TABLE queue (id integer PRIMARY KEY, claimed boolean NOT NULL)"))
+        uow.session.execute(text("INSERT INTO queue VALUES (1, false), (2, false)"))
+        uow.commit()
+    claimed = database.execute_alone(
+        text("UPDATE queue SET claimed = true WHERE id = :id RETURNING id"),
+        {"id": 2},
+    )
+    assert [row[0] for row in claimed] == [2]
+    with database.read() as session:  # committed: visible to the next statement
+        assert session.execute(text("SELECT id FROM queue WHERE claimed")).scalars().all() == [2]
+    with database.unit_of_work() as uow:
+        raw = uow.session.connection().connection.dbapi_connection
+        assert raw is not None and not raw.autocommit
