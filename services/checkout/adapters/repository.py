@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, update
+from sqlalchemy import and_, bindparam, case, func, or_, update
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -59,6 +59,20 @@ class CustomerOrderStats:
     last_order: datetime | None
 
 
+# Statements of the order path, built once with bind parameters: building a statement per call
+# costs more CPU than running its cached compiled form.
+_PRODUCTS = select(ProductRow).where(col(ProductRow.sku).in_(bindparam("skus", expanding=True)))
+_ORDER = select(OrderRow).where(OrderRow.order_id == bindparam("order_id")).execution_options(populate_existing=True)
+_ORDER_LOCKED = _ORDER.with_for_update()
+_ORDER_BY_REQUEST = select(OrderRow).where(OrderRow.request_id == bindparam("request_id"))
+_LINES = (
+    select(OrderLineRow)
+    .where(OrderLineRow.order_id == bindparam("order_id"))
+    .order_by(col(OrderLineRow.position))
+    .execution_options(populate_existing=True)
+)
+
+
 class CheckoutRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -72,7 +86,7 @@ class CheckoutRepository:
         return self.session.get(ProductRow, sku)
 
     def products(self, skus: Sequence[str]) -> dict[str, ProductRow]:
-        rows = self.session.exec(select(ProductRow).where(col(ProductRow.sku).in_(list(skus)))).all()
+        rows = self.session.exec(_PRODUCTS, params={"skus": list(skus)}).all()
         return {row.sku: row for row in rows}
 
     def products_page(self, category: str, after: str | None, limit: int) -> list[ProductRow]:
@@ -86,23 +100,13 @@ class CheckoutRepository:
     # --- orders ---------------------------------------------------------------------------
 
     def order(self, order_id: str, *, lock: bool = False) -> OrderRow | None:
-        query = select(OrderRow).where(OrderRow.order_id == order_id).execution_options(populate_existing=True)
-        if lock:
-            query = query.with_for_update()
-        return self.session.exec(query).first()
+        return self.session.exec(_ORDER_LOCKED if lock else _ORDER, params={"order_id": order_id}).first()
 
     def order_by_request(self, request_id: str) -> OrderRow | None:
-        return self.session.exec(select(OrderRow).where(OrderRow.request_id == request_id)).first()
+        return self.session.exec(_ORDER_BY_REQUEST, params={"request_id": request_id}).first()
 
     def lines(self, order_id: str) -> list[OrderLineRow]:
-        return list(
-            self.session.exec(
-                select(OrderLineRow)
-                .where(OrderLineRow.order_id == order_id)
-                .order_by(col(OrderLineRow.position))
-                .execution_options(populate_existing=True)
-            ).all()
-        )
+        return list(self.session.exec(_LINES, params={"order_id": order_id}).all())
 
     def set_line_points(self, order_id: str, points_by_position: dict[int, int]) -> None:
         """Set the points to earn of the order's lines at these positions."""
