@@ -62,6 +62,7 @@ class Runtime:
         telemetry = telemetry or Telemetry(settings.service, environ=settings.env.values)
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         telemetry.instrument_engine(db.engine)
+        telemetry.metrics.watch_database(db.engine)
         peers = Peers(
             settings.peer_targets,
             deadline_ms=settings.peer_deadline_ms,

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeterProvider, Observation
+from sqlalchemy import Engine, event
 
 from shared.errors import DomainError
 
@@ -130,6 +131,39 @@ class Metrics:
         """One delivery attempt of the outbox relay: `delivered`, `retry` or `dead`; `refused` when
         a delivered batch had items refused (they became a dead message)."""
         self._outbox_deliveries.add(1, {"method": method, "outcome": outcome})
+
+    def watch_database(self, engine: Engine) -> None:
+        """Count the SQL statements sent to the service's database and the transactions ended,
+        by outcome: on PostgreSQL a transaction costs two round trips beside its statements
+        (psycopg's BEGIN and the COMMIT or ROLLBACK); a statement run in autocommit
+        (`Database.read`, `Database.execute_alone`) costs none. What an RPC costs in round trips
+        is thus visible in production, and `bench.path` reports it per order."""
+        statements = self.meter.create_counter(
+            "loyalty.db.statements", unit="{statement}", description="SQL statements sent to the database."
+        )
+        transactions = self.meter.create_counter(
+            "loyalty.db.transactions",
+            unit="{transaction}",
+            description="Database transactions ended, by outcome (commit, rollback); autocommit not counted.",
+        )
+        committed, rolled_back = {"outcome": "commit"}, {"outcome": "rollback"}
+
+        def in_transaction(connection: Any) -> bool:
+            return bool(connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _statement(*_args: Any) -> None:
+            statements.add(1)
+
+        @event.listens_for(engine, "commit")
+        def _commit(connection: Any) -> None:
+            if in_transaction(connection):
+                transactions.add(1, committed)
+
+        @event.listens_for(engine, "rollback")
+        def _rollback(connection: Any) -> None:
+            if in_transaction(connection):
+                transactions.add(1, rolled_back)
 
     def observe_outbox(self, read: Callable[[], tuple[int, int, timedelta | None]]) -> None:
         """Report the outbox backlog, its dead messages and the age of the oldest pending one as

@@ -15,8 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from sqlalchemy import text
 
 from shared.clock import ManualClock
+from shared.db import Database
 from shared.metrics import HttpMetricsMiddleware
 from shared.telemetry import Telemetry
 from tests.clients import PointsClient, refused
@@ -278,3 +280,42 @@ def test_the_gateway_measures_each_request_by_route_template_on_its_prometheus_e
         line.startswith("loyalty_http_server_duration_seconds_bucket{") and route in line for line in body.splitlines()
     )
     assert 'service_name="gateway"' in body
+
+
+def test_statements_and_transactions_of_the_database_are_counted(harness: Harness) -> None:
+    """`loyalty.db.statements` and `loyalty.db.transactions`: a unit of work counts its statements
+    and its commit or rollback; a read through `Database.read` is one statement, on PostgreSQL
+    outside any transaction (autocommit: no BEGIN, COMMIT or ROLLBACK round trip)."""
+    telemetry, reader = measured("points")
+    database = Database(harness.databases.new("metrics"))
+    telemetry.metrics.watch_database(database.engine)
+
+    def counts() -> tuple[int, int, int]:
+        return (
+            value(reader, "loyalty.db.statements"),
+            value(reader, "loyalty.db.transactions", outcome="commit"),
+            value(reader, "loyalty.db.transactions", outcome="rollback"),
+        )
+
+    try:
+        with database.unit_of_work() as uow:
+            uow.session.execute(text("CREATE TABLE counted (n integer NOT NULL)"))
+            uow.session.execute(text("INSERT INTO counted VALUES (1)"))
+            uow.commit()
+        written = counts()
+        with database.unit_of_work() as uow:
+            uow.session.execute(text("UPDATE counted SET n = 2"))  # rolled back
+        rolled_back = counts()
+        with database.read() as session:
+            assert session.execute(text("SELECT n FROM counted")).scalar_one() == 1
+        read = counts()
+    finally:
+        database.dispose()
+    sqlite = harness.databases.backend == "sqlite"
+    # SQLite's BEGIN IMMEDIATE is a statement of its own.
+    assert written == (2 + sqlite, 1, 0)
+    assert rolled_back == (written[0] + 1 + sqlite, 1, 1)
+    if sqlite:
+        assert read == (rolled_back[0] + 2, 1, 2)  # a unit of work, rolled back
+    else:
+        assert read == (rolled_back[0] + 1, 1, 1)
