@@ -121,6 +121,24 @@ _SAMPLE = re.compile(r"^loyalty_rpc_server_requests_total\{(?P<labels>[^}]*)\}\s
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
+_DB_SAMPLE = re.compile(
+    r'^loyalty_db_(?:statements_total(?:\{[^}]*\})?|transactions_total\{[^}]*outcome="(?P<outcome>\w+)"[^}]*\})\s+(?P<value>\S+)$'
+)
+
+
+def db_counts(metrics_port: int) -> Counter[str]:
+    """SQL statements sent and transactions committed or rolled back by one process
+    (`loyalty.db.statements`, `loyalty.db.transactions`), from its Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        body = answer.read().decode()
+    counts: Counter[str] = Counter()
+    for line in body.splitlines():
+        match = _DB_SAMPLE.match(line)
+        if match:
+            counts[match["outcome"] or "statements"] += int(float(match["value"]))
+    return counts
+
+
 def rpc_counts(metrics_port: int) -> Counter[str]:
     """RPCs answered by one process, by `Service/Method`, from its Prometheus endpoint."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
@@ -234,6 +252,9 @@ class Platform:
 
     def rpc_counts(self) -> dict[str, Counter[str]]:
         return {name: rpc_counts(process.metrics_port) for name, process in self.processes.items() if name in SERVICES}
+
+    def db_counts(self) -> dict[str, Counter[str]]:
+        return {name: db_counts(process.metrics_port) for name, process in self.processes.items() if name in SERVICES}
 
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
@@ -554,9 +575,9 @@ def order_cost(
     idle_seconds = stats_wait
     if databases.admin_url is not None:
         time.sleep(stats_wait)  # what came before (the seeding) reaches the statistics first
-    tx0 = databases.transactions()
+    tx0, db0 = databases.transactions(), platform.db_counts()
     time.sleep(idle_seconds)
-    tx1 = databases.transactions()
+    tx1, db1 = databases.transactions(), platform.db_counts()
     t1 = time.monotonic()
     rpc_before = platform.rpc_counts()
     cpu_before = {name: cpu_seconds(process.popen.pid) for name, process in platform.processes.items()}
@@ -566,7 +587,7 @@ def order_cost(
     machine_after = machine_cpu_seconds()
     cpu_after = {name: cpu_seconds(process.popen.pid) for name, process in platform.processes.items()}
     rpc_after = platform.rpc_counts()
-    tx2 = databases.transactions()
+    tx2, db2 = databases.transactions(), platform.db_counts()
     elapsed = time.monotonic() - t1
     orders = result["orders"]
     hops: dict[str, float] = {}
@@ -580,6 +601,18 @@ def order_cost(
         for service in SERVICES:
             background = (tx1[service] - tx0[service]) / idle_seconds * elapsed
             transactions[service] = round((tx2[service] - tx1[service] - background) / max(orders, 1), 1)
+    # Statements and transactions per order, as each service counts them (less the idle
+    # background of its outbox polls, as above); round trips on PostgreSQL: each statement, and
+    # a BEGIN and a COMMIT or ROLLBACK per transaction (autocommit statements have neither).
+    statements: dict[str, dict[str, float]] = {}
+    for service in SERVICES:
+
+        def per_order(kinds: Sequence[str], service: str = service) -> float:
+            idle = sum(db1[service][k] - db0[service][k] for k in kinds) / idle_seconds * elapsed
+            return round((sum(db2[service][k] - db1[service][k] for k in kinds) - idle) / max(int(orders), 1), 1)
+
+        sent, ended = per_order(["statements"]), per_order(["commit", "rollback"])
+        statements[service] = {"statements": sent, "transactions": ended, "round_trips": round(sent + 2 * ended, 1)}
     # CPU per order (milliseconds): each process, and the whole machine (PostgreSQL, the load
     # generator and the idle background included), over the orders and the deliveries after them.
     cpu = {name: round((cpu_after[name] - cpu_before[name]) * 1000 / max(orders, 1), 1) for name in cpu_before}
@@ -591,6 +624,8 @@ def order_cost(
         "rpcs_per_order": hops,
         "hops_per_order": round(sum(hops.values()), 2),
         "transactions_per_order": transactions,
+        "statements_per_order": statements,
+        "round_trips_per_order": round(sum(s["round_trips"] for s in statements.values()), 1),
         "transactions_total": round(sum(transactions.values()), 1) if transactions else None,
     }
 
@@ -760,6 +795,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"hops per order {cost['hops_per_order']}: {cost['rpcs_per_order']}", flush=True)
         print(f"transactions per order: {cost['transactions_per_order']}", flush=True)
         print(f"CPU ms per order: {cost['cpu_ms_per_order']}", flush=True)
+        print(
+            f"statements per order: {cost['statements_per_order']}; "
+            f"round trips to the databases: {cost['round_trips_per_order']}",
+            flush=True,
+        )
 
         saturation = []
         for concurrency in ints(args.concurrency):
