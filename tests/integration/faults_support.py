@@ -31,7 +31,15 @@ from tests.integration.wallet_support import WalletClient
 ROOT = Path(__file__).resolve().parents[2]
 # Recovery resumes a paused order however long the faults (and a loaded machine) made it wait: the
 # saga timeout's compensation is a case of its own (test_checkout_saga.py).
-PLATFORM_ENV = {"CHECKOUT_SAGA_TIMEOUT_SECONDS": "86400", "GRPC_MAX_CONCURRENT_RPCS": "200"}
+# The tests move the shared clock a minute at a time while they wait for a killed or restarted
+# peer (recovery and the outbox backoff need it); on a loaded machine that adds up to more than
+# the 15 minutes of a saga's holds, which then expire and fail the order (HOLD_EXPIRED), which is
+# not what these tests are about. So the saga's timeout and its holds' lives are a day here.
+PLATFORM_ENV = {
+    "CHECKOUT_SAGA_TIMEOUT_SECONDS": "86400",
+    "CHECKOUT_HOLD_TTL_SECONDS": "86400",
+    "GRPC_MAX_CONCURRENT_RPCS": "200",
+}
 
 
 def restart(platform: Platform, name: str, **env: str) -> RunningService:
