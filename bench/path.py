@@ -53,7 +53,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -126,31 +126,32 @@ _DB_SAMPLE = re.compile(
 )
 
 
-def db_counts(metrics_port: int) -> Counter[str]:
-    """SQL statements sent and transactions committed or rolled back by one process
-    (`loyalty.db.statements`, `loyalty.db.transactions`), from its Prometheus endpoint."""
+def scraped_counts(metrics_port: int, sample: re.Pattern[str], key: Callable[[re.Match[str]], str]) -> Counter[str]:
+    """The samples of one process's Prometheus endpoint that match `sample`, summed by `key`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
         body = answer.read().decode()
     counts: Counter[str] = Counter()
     for line in body.splitlines():
-        match = _DB_SAMPLE.match(line)
+        match = sample.match(line)
         if match:
-            counts[match["outcome"] or "statements"] += int(float(match["value"]))
+            counts[key(match)] += int(float(match["value"]))
     return counts
+
+
+def db_counts(metrics_port: int) -> Counter[str]:
+    """SQL statements sent and transactions committed or rolled back by one process
+    (`loyalty.db.statements`, `loyalty.db.transactions`)."""
+    return scraped_counts(metrics_port, _DB_SAMPLE, lambda match: match["outcome"] or "statements")
 
 
 def rpc_counts(metrics_port: int) -> Counter[str]:
-    """RPCs answered by one process, by `Service/Method`, from its Prometheus endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
-        body = answer.read().decode()
-    counts: Counter[str] = Counter()
-    for line in body.splitlines():
-        match = _SAMPLE.match(line)
-        if match:
-            labels = dict(_LABEL.findall(match["labels"]))
-            service = labels.get("rpc_service", "").rsplit(".", 1)[-1]
-            counts[f"{service}/{labels.get('rpc_method', '')}"] += int(float(match["value"]))
-    return counts
+    """RPCs answered by one process, by `Service/Method`."""
+
+    def method(match: re.Match[str]) -> str:
+        labels = dict(_LABEL.findall(match["labels"]))
+        return f"{labels.get('rpc_service', '').rsplit('.', 1)[-1]}/{labels.get('rpc_method', '')}"
+
+    return scraped_counts(metrics_port, _SAMPLE, method)
 
 
 @dataclass
