@@ -224,7 +224,7 @@ class Orders:
         if len(request.card_token) > 64:
             raise InvalidArgument.field("card_token", "at most 64 characters", "INVALID_CARD_TOKEN")
         fingerprint = request_fingerprint(request)
-        # One read-only transaction for the replay check and the cart's products.
+        # One read-only session for the replay check and the cart's products.
         with self._db.read() as session:
             repo = CheckoutRepository(session)
             replay = self._replay_in(repo, request.request_id, fingerprint)

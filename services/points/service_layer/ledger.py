@@ -415,7 +415,7 @@ class Ledger:
             hold = repo.hold(hold_id)
             assert hold is not None
             view = self.hold_view(repo, hold)
-            session.expunge_all()  # read-only: the rows outlive the transaction
+            session.expunge_all()  # read-only: the rows outlive the session
             return view
 
     @staticmethod
