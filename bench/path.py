@@ -23,7 +23,11 @@ Steps and figures (printed, and written as JSON to --out):
    concurrency 1); RPCs answered per service and method from each service's Prometheus counters
    (the gateway's call to Checkout included, the outbox deliveries they cause too), and database
    transactions per service database from PostgreSQL's own `pg_stat_database` (commits +
-   rollbacks), less the idle background (health probes, outbox polls) measured just before.
+   rollbacks; a statement in autocommit counts as one there), less the idle background (health
+   probes, outbox polls) measured just before; and the statements and transactions each service
+   counted itself (`loyalty.db.statements`, `loyalty.db.transactions`), with the round trips they
+   make on PostgreSQL (each statement, a BEGIN and a COMMIT or ROLLBACK per transaction); CPU
+   milliseconds per order of each process and of the machine.
 4. saturation: closed loop at each --concurrency; the best rate.
 5. latency at a fixed open-loop rate of half the best rate.
 6. reads: quote, GET /v1/wallet, GET /v1/points at saturation (closed loop).
@@ -32,7 +36,8 @@ Steps and figures (printed, and written as JSON to --out):
    201 answers say was paid; the orders by status; `shared.reconcile` over the four databases.
 
 With --profile DIR, py-spy (`pip install py-spy`; it needs ptrace rights) records every process
-during an extra closed-loop run at --profile-concurrency and writes the raw stacks and a summary.
+during an extra closed-loop run at --profile-concurrency (samples of the thread holding the GIL)
+and writes the raw stacks and a summary.
 /proc/loadavg is recorded before and after every measurement: the machine is shared.
 """
 
