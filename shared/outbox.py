@@ -39,7 +39,7 @@ from enum import StrEnum
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import propagate, trace
-from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, insert, select, update
+from sqlalchemy import Executable, Table, bindparam, func, insert, select, update
 
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
@@ -189,10 +189,12 @@ class OutboxRelay:
         self._thread: threading.Thread | None = None
         self._claim_statement = self._claiming(outbox.table, database.supports_skip_locked)
         t = outbox.table.c
-        # Recorded only while still PENDING: a relay whose lease lapsed changes nothing.
+        # An outcome is recorded only while the message is still PENDING: a relay whose lease
+        # lapsed (another relay recorded it meanwhile) changes nothing.
+        self._still_pending = (t.id == bindparam("message_id"), t.status == OutboxStatus.PENDING.value)
         self._record_delivered = (
             update(outbox.table)
-            .where(t.id == bindparam("message_id"), t.status == OutboxStatus.PENDING.value)
+            .where(*self._still_pending)
             .values(
                 status=OutboxStatus.DELIVERED.value,
                 attempts=bindparam("attempts"),
@@ -295,7 +297,7 @@ class OutboxRelay:
             else:
                 values["status"] = OutboxStatus.DEAD.value
             with self._db.unit_of_work() as uow:
-                uow.session.execute(update(t).where(*self._still_pending(message)).values(**values))
+                uow.session.execute(update(t).where(*self._still_pending).values(**values), {"message_id": message.id})
                 uow.commit()
             self._metrics.outbox_delivery(message.method, "retry" if retryable else "dead")
             log.warning(
@@ -350,10 +352,6 @@ class OutboxRelay:
                 extra={"outbox_id": message.id, "method": message.method, "refused_items": refused.items},
             )
         return True
-
-    def _still_pending(self, message: _Claimed) -> tuple[ColumnElement[bool], ...]:
-        t = self._table
-        return (t.c.id == message.id, t.c.status == OutboxStatus.PENDING.value)
 
     def notify(self) -> None:
         """Ask the relay thread for a pass now (after a commit that enqueued something)."""
