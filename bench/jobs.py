@@ -26,8 +26,13 @@ services' own (applied on start).
    history lines, balances); then `ExpirePoints` through gRPC, checked: every lot written off,
    the balances moved by exactly that, history still sums to the balances.
 
-`--profile DIR` runs each service under `py-spy record` (raw collapsed stacks in DIR) and prints
-the hottest functions of each after the run. Never part of the test suite.
+The interest step also reports the CPU it cost per wallet: each service process's own CPU time
+(/proc) and the machine's, the difference being PostgreSQL and everything else.
+
+`--profile DIR` runs each service under `py-spy record --gil` (raw collapsed stacks in DIR: only the
+thread holding the interpreter lock is sampled, so the profile is where the Python CPU goes, not
+which threads wait) and prints the hottest functions of each after the run. Never part of the
+test suite.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from sqlalchemy.engine import make_url
 
+from bench.path import cpu_seconds, machine_cpu_seconds
 from shared.calendar import Month, ProgrammeCalendar
 from shared.db import normalise_url
 
@@ -131,11 +137,29 @@ class Service:
         if profile_dir is not None:
             py_spy = Path(sys.executable).parent / "py-spy"
             out = profile_dir / f"{name}.txt"
-            command = [str(py_spy), "record", "--format", "raw", "--rate", "50", "-o", str(out), "--", *command]
+            command = [
+                str(py_spy),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "--gil",
+                "-o",
+                str(out),
+                "--",
+                *command,
+            ]
         self.process = subprocess.Popen(command, env={**os.environ, **env})
         self.channel = grpc.insecure_channel(
             f"127.0.0.1:{self.port}", options=[("grpc.max_receive_message_length", 64 << 20)]
         )
+
+    def pid(self) -> int:
+        """The service's own process (under py-spy, py-spy's child)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        found = children.read_text().split() if children.exists() else []
+        return int(found[0]) if found else self.process.pid
 
     def wait_serving(self, timeout: float = 120) -> None:
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -162,8 +186,15 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         for pid in pids:
+            # A signal that arrives while py-spy has the process paused for a sample can be lost:
+            # send it again until the service is gone.
+            ticks = 0
             while Path(f"/proc/{pid}").exists() and self.process.poll() is None:
                 time.sleep(0.1)
+                ticks += 1
+                if ticks % 20 == 0:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -405,8 +436,7 @@ IDLE = ("Condition.wait", "_worker", "_serve", "EpollSelector.select", "Event.wa
 
 def summarise_profile(path: Path, top: int = 12) -> str:
     """The hottest functions of a py-spy raw (collapsed) profile, threads waiting idle left out:
-    own samples (where the time is spent; `Connection.wait` is waiting for PostgreSQL) and
-    inclusive samples of this project's functions."""
+    own samples (where the time is spent) and inclusive samples of this project's functions."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -429,7 +459,7 @@ def summarise_profile(path: Path, top: int = 12) -> str:
             inclusive[frame] += count
     if not total:
         return f"{path.name}: no busy samples"
-    lines = [f"{path.name}: {total} busy samples (50 Hz)", "  own time:"]
+    lines = [f"{path.name}: {total} samples holding the GIL (50 Hz)", "  own time:"]
     lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
     lines.append("  inclusive, this project's functions:")
     lines += [f"    {100 * n / total:5.1f} %  {name}" for name, n in inclusive.most_common(top)]
@@ -491,6 +521,8 @@ def main() -> None:
 
         label_post = f"PostMonthlyInterest {month}, {args.wallets:,} wallets, until every point is in Points"
         rpc_time: list[float] = []
+        cpu_before = {name: cpu_seconds(service.pid()) for name, service in services.items()}
+        machine_before = machine_cpu_seconds()
         with timed(label_post, results):
             started = time.perf_counter()
             posted = wallet.PostMonthlyInterest(
@@ -499,7 +531,16 @@ def main() -> None:
             )
             rpc_time.append(time.perf_counter() - started)
             state = wait_credited(wallet_db, points_db, month, args.timeout)
+        machine_used = machine_cpu_seconds() - machine_before
+        used = {name: cpu_seconds(service.pid()) - cpu_before[name] for name, service in services.items()}
         results.notes.append(f"  of which the RPC (posting, relay already delivering): {rpc_time[0]:.2f} s")
+        per_wallet = ", ".join(f"{name} {used[name] * 1e6 / args.wallets:.0f}" for name in SERVICES)
+        rest = (machine_used - sum(used.values())) * 1e6 / args.wallets
+        results.notes.append(
+            f"  CPU of the posting, microseconds per wallet: {per_wallet}, PostgreSQL and the rest {rest:.0f};"
+            f" machine {machine_used * 1e6 / args.wallets:.0f} ({machine_used:.1f} s of CPU in"
+            f" {results.get(label_post):.1f} s on {os.cpu_count()} CPUs)"
+        )
         print(f"  posted {posted.wallets_posted:,} wallets, {posted.points_posted:,} points; state {state}")
         assert posted.wallets_posted == args.wallets, posted
         assert state["accruals"] == args.wallets and state["points_posted"] == posted.points_posted
