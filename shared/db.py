@@ -81,9 +81,20 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         isolation_level="READ COMMITTED",
+        connect_args={"options": utc_session_options(url)},
     )
     _configure_liveness(engine)
     return engine
+
+
+def utc_session_options(url: str) -> str:
+    """libpq `options` for a session in UTC (the URL's own options kept). Stored instants do not
+    depend on it, and no statement of the project reads the session's zone; but psycopg then
+    returns timestamps with `datetime.UTC` itself as their zone, so converting them to UTC and
+    comparing them with the project's UTC instants is a pointer check, where a server zone
+    such as `Etc/UTC` made each a `ZoneInfo` offset look-up (a sixth of the interest posting)."""
+    given = make_url(url).query.get("options")
+    return " ".join([*([given] if isinstance(given, str) else list(given or ())), "-c TimeZone=UTC"])
 
 
 def connection_looks_dead(dbapi_connection: Any) -> bool:
