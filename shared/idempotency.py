@@ -217,9 +217,9 @@ class Idempotency:
                 ).bindparams(bindparam("now", type_=self._table.c.created_at.type)),
                 {
                     "scope": scope,
-                    "ids": [key[0] for key in ordered],
-                    "hashes": [key[1] for key in ordered],
-                    "responses": [key[2].SerializeToString(deterministic=True) for key in ordered],
+                    "ids": bulk.array(key[0] for key in ordered),
+                    "hashes": bulk.array(key[1] for key in ordered),
+                    "responses": bulk.array(key[2].SerializeToString(deterministic=True) for key in ordered),
                     "now": now,
                 },
             )

@@ -73,7 +73,7 @@ class PointsRepository:
                     "INSERT INTO accounts (customer_id, available, pending, held, updated_at)"
                     " SELECT unnest(CAST(:ids AS text[])), 0, 0, 0, :now ON CONFLICT (customer_id) DO NOTHING"
                 ).bindparams(bindparam("now", type_=table.c.updated_at.type)),
-                {"ids": ordered, "now": now},
+                {"ids": bulk.array(ordered), "now": now},
             )
         elif create:
             self.session.execute(
