@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from loyalty.common.v1 import payment_pb2
+from loyalty.common.v1 import mechanic_pb2, payment_pb2
 from loyalty.promotions.v1 import experiments_pb2, promotions_pb2, promotions_pb2_grpc
 
 from services.promotions.adapters.tables import CampaignRow, EarningRuleRow, PromoCodeRow
@@ -67,6 +67,10 @@ R = TypeVar("R", bound=Message)
 
 SERVICE_NAME = promotions_pb2.DESCRIPTOR.services_by_name["PromotionsService"].full_name
 EXPERIMENTS_SERVICE_NAME = experiments_pb2.DESCRIPTOR.services_by_name["ExperimentsService"].full_name
+_MECHANIC_ORIGINS = {
+    "DEFAULT": promotions_pb2.MECHANIC_ORIGIN_DEFAULT,
+    "EXPERIMENT": promotions_pb2.MECHANIC_ORIGIN_EXPERIMENT,
+}
 
 
 class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
@@ -442,7 +446,7 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
             found = self._mechanics.mechanic_for(session, request.customer_id, at)
         return promotions_pb2.GetCustomerMechanicResponse(
             mechanic=mechanic_to_proto(found.mechanic),
-            origin=getattr(promotions_pb2, f"MECHANIC_ORIGIN_{found.origin}"),
+            origin=_MECHANIC_ORIGINS[found.origin],
             experiment_id=found.experiment_id,
             variant_id=found.variant_id,
         )
@@ -453,12 +457,18 @@ class PromotionsServicer(promotions_pb2_grpc.PromotionsServiceServicer):
         at = self._instant(request)
         with self._db.unit_of_work() as uow:
             found = self._mechanics.mechanics_for(uow, list(request.customer_ids), at)
+        # A batch holds a handful of distinct mechanics (the default, the variants of an
+        # experiment): each is converted once. `found` holds them all, so their ids stay theirs.
+        converted: dict[int, mechanic_pb2.Mechanic] = {}
+        for m in found:
+            if id(m.mechanic) not in converted:
+                converted[id(m.mechanic)] = mechanic_to_proto(m.mechanic)
         return promotions_pb2.BatchGetCustomerMechanicsResponse(
             mechanics=[
                 promotions_pb2.CustomerMechanic(
                     customer_id=m.customer_id,
-                    mechanic=mechanic_to_proto(m.mechanic),
-                    origin=getattr(promotions_pb2, f"MECHANIC_ORIGIN_{m.origin}"),
+                    mechanic=converted[id(m.mechanic)],
+                    origin=_MECHANIC_ORIGINS[m.origin],
                     experiment_id=m.experiment_id,
                     variant_id=m.variant_id,
                 )

@@ -34,6 +34,7 @@ from services.promotions.domain.mechanics import (
     validate_cashback,
     validate_interest,
 )
+from shared import bulk
 from shared.calendar import Month, ProgrammeCalendar
 from shared.clock import Clock
 from shared.db import UnitOfWork
@@ -181,7 +182,7 @@ class Mechanics:
             )
             .join(ExperimentRow, col(ExperimentRow.experiment_id) == col(AssignmentRow.experiment_id))
             .where(
-                col(AssignmentRow.customer_id).in_(list(set(customer_ids))),
+                bulk.any_of(uow.session, _assignments.c.customer_id, sorted(set(customer_ids))),
                 col(ExperimentRow.start_at) <= at,
                 or_(col(ExperimentRow.stopped_at).is_(None), col(ExperimentRow.stopped_at) > at),
             )

@@ -54,6 +54,7 @@ class MechanicLookup:
         """The mechanic that governs `month` for each customer. Falls back to the default only
         when Promotions does not implement the look-up; raises PeerUnavailable otherwise."""
         result: dict[str, Mechanic] = {}
+        decoded: dict[bytes, Mechanic] = {}  # a handful of distinct mechanics, each decoded once
         for start in range(0, len(customer_ids), BATCH_LIMIT):
             chunk = list(customer_ids[start : start + BATCH_LIMIT])
             try:
@@ -66,7 +67,11 @@ class MechanicLookup:
                 result.update(dict.fromkeys(chunk, self.default))
                 continue
             for entry in response.mechanics:
-                result[entry.customer_id] = self._decode(entry.mechanic)
+                wire = entry.mechanic.SerializeToString(deterministic=True)
+                mechanic = decoded.get(wire)
+                if mechanic is None:
+                    mechanic = decoded[wire] = self._decode(entry.mechanic)
+                result[entry.customer_id] = mechanic
         for customer_id in customer_ids:
             result.setdefault(customer_id, self.default)
         return result
