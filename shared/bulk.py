@@ -5,7 +5,8 @@ transaction; one ORM object and one statement per row is what made them slow. Th
 plain rows (dicts, all with the same keys) and:
 
 - `insert_rows`: PostgreSQL `COPY ... FROM STDIN` on the transaction's own connection (so the rows
-  commit or roll back with everything else); elsewhere (SQLite) one executemany.
+  commit or roll back with everything else), in binary when every column's type allows it;
+  elsewhere (SQLite) one executemany.
 - `add_to_columns`: `UPDATE table SET col = col + delta ... WHERE key = ...` for many keys, as one
   UPDATE ... FROM unnest(arrays) on PostgreSQL; an executemany elsewhere.
 - `any_of`: `column IN (values)` as `column = ANY(:array)` on PostgreSQL (one parameter, however
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import ColumnElement, Table, any_, bindparam, cast, insert, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,6 +37,7 @@ class BinaryArray(list[Any]):
 
 
 psycopg.adapters.register_dumper(BinaryArray, ListBinaryDumper)
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def array(values: Iterable[Any]) -> BinaryArray:
@@ -57,13 +60,35 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     connection = session.connection().connection.driver_connection
     assert connection is not None
     names = ", ".join(f'"{name}"' for name in columns)
-    statement = f'COPY "{table.name}" ({names}) FROM STDIN'
+    types = _binary_copy_types(table, tuple(columns))
+    statement = f'COPY "{table.name}" ({names}) FROM STDIN' + (" (FORMAT BINARY)" if types else "")
     try:
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row([row[name] for name in columns])
     except psycopg.errors.IntegrityError as error:  # as SQLAlchemy would raise it for an INSERT
         raise IntegrityError(statement, None, error) from error
+
+
+# Column types whose binary form psycopg writes from the Python values the services hold (str,
+# int, bool, bytes, aware datetime). COPY in binary costs a third of COPY in text (10,000 lots:
+# 16 to 26 ms against 64 to 90 ms): text formats every timestamp and escapes every string.
+_BINARY_COPY_TYPES = frozenset(
+    {"varchar", "text", "bigint", "integer", "smallint", "boolean", "bytea", "timestamp with time zone"}
+)
+_copy_types: dict[tuple[Table, tuple[str, ...]], list[str] | None] = {}
+
+
+def _binary_copy_types(table: Table, columns: tuple[str, ...]) -> list[str] | None:
+    """The PostgreSQL type names of `columns` for a binary COPY, or None (COPY in text) when one
+    of them is not a type listed above."""
+    key = (table, columns)
+    if key not in _copy_types:
+        names = [table.c[name].type.compile(dialect=_POSTGRESQL).lower().split("(")[0].strip() for name in columns]
+        _copy_types[key] = names if all(name in _BINARY_COPY_TYPES for name in names) else None
+    return _copy_types[key]
 
 
 def add_to_columns(

@@ -9,12 +9,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 import pytest
 from psycopg.adapt import PyFormat
 from psycopg.pq import Format
-from sqlalchemy import String, literal_column, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
 
 from shared import bulk
 from shared.db import Database, connection_looks_dead, utc_session_options
@@ -145,3 +158,34 @@ def test_array_parameters_go_in_binary_and_arrive_intact(database: Database) -> 
         missing = session.execute(select(bulk.any_of(session, column, ["x", "y"]))).scalar_one()
     assert (list(row[0]), [bytes(b) for b in row[1]], list(row[2]), list(row[3])) == (texts, blobs, numbers, [])
     assert (found, missing) == (True, False)
+
+
+def test_copy_goes_in_binary_when_every_column_allows_it_and_in_text_otherwise(database: Database) -> None:
+    metadata = MetaData()
+    binary = Table(
+        "copy_binary",
+        metadata,
+        Column("key", String(8), primary_key=True),
+        Column("amount", BigInteger),
+        Column("at", DateTime(timezone=True)),
+        Column("note", String(20)),
+    )
+    texty = Table("copy_text", metadata, Column("key", String(8), primary_key=True), Column("rate", Numeric(6, 3)))
+    metadata.create_all(database.engine)
+    at = datetime(2026, 10, 31, 21, 0, 0, 123456, tzinfo=UTC)
+    rows = [
+        {"key": "a", "amount": -(2**40), "at": at, "note": 'tab\tquote"ключ\\'},
+        {"key": "b", "amount": 0, "at": None, "note": ""},
+    ]
+    assert bulk._binary_copy_types(binary, ("key", "amount", "at", "note")) is not None
+    assert bulk._binary_copy_types(texty, ("key", "rate")) is None
+    with database.unit_of_work() as uow:
+        bulk.insert_rows(uow.session, binary, rows)
+        bulk.insert_rows(uow.session, texty, [{"key": "r", "rate": Decimal("1.250")}])
+        uow.commit()
+    with database.read() as session:
+        loaded = [dict(row._mapping) for row in session.execute(select(binary).order_by(binary.c.key))]
+        rate = session.execute(select(texty.c.rate)).scalar_one()
+    assert loaded == rows and rate == Decimal("1.250")
+    with database.unit_of_work() as uow, pytest.raises(IntegrityError):  # a key already there, as for an INSERT
+        bulk.insert_rows(uow.session, binary, rows[:1])
