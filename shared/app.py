@@ -8,6 +8,7 @@ register. `main()` is the entry point of `python -m services.<name>` (`serve`, o
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -157,6 +158,21 @@ class ServiceApp:
         self.runtime.telemetry.shutdown()
 
 
+def tune_garbage_collector(threshold: int) -> None:
+    """Keep the cyclic garbage collector off the hot paths of a serving process.
+
+    What start-up built (modules, SQLAlchemy metadata, protobuf descriptors, the app itself)
+    lives as long as the process: frozen, the collector no longer walks it on every full
+    collection. And the youngest generation is collected every `threshold` allocations instead
+    of CPython's 700, which one batch of 1,000 credits crossed dozens of times: the collector
+    was 7 % of the machine's CPU while interest was posted (perf, 100,000 wallets). Reference
+    counting still frees everything that is not in a cycle at once."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(threshold, middle, oldest)
+
+
 def main(service: str, build: Callable[[ServiceSettings], ServiceApp], argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}", description=f"The {service} service.")
     parser.add_argument(
@@ -187,6 +203,7 @@ def main(service: str, build: Callable[[ServiceSettings], ServiceApp], argv: Seq
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_garbage_collector(settings.gc_threshold)
     app.start()
     done.wait()
     app.stop()

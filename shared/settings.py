@@ -123,6 +123,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("DB_POOL_SIZE", "10", "Connections per service to PostgreSQL."),
     Setting("HEALTH_PROBE_INTERVAL_MS", "1000", "How often the health service checks the database."),
+    Setting(
+        "GC_THRESHOLD",
+        "50000",
+        "Allocations between the interpreter's youngest garbage collections (CPython's default is 700).",
+    ),
     Setting("OUTBOX_POLL_INTERVAL_MS", "200", "How often the outbox relay looks for due messages."),
     Setting("OUTBOX_BATCH_SIZE", "100", "Messages the relay claims per pass."),
     Setting(
@@ -324,6 +329,7 @@ class ServiceSettings:
     peer_deadline_ms: int
     peer_retry_attempts: int
     health_probe_interval_ms: int
+    gc_threshold: int
     outbox_poll_interval_ms: int
     outbox_batch_size: int
     outbox_max_backoff_ms: int
@@ -357,6 +363,7 @@ class ServiceSettings:
             peer_deadline_ms=env.integer("PEER_DEADLINE_MS", minimum=1),
             peer_retry_attempts=env.integer("PEER_RETRY_ATTEMPTS", minimum=1),
             health_probe_interval_ms=env.integer("HEALTH_PROBE_INTERVAL_MS", minimum=10),
+            gc_threshold=env.integer("GC_THRESHOLD", minimum=100),
             outbox_poll_interval_ms=env.integer("OUTBOX_POLL_INTERVAL_MS", minimum=10),
             outbox_batch_size=env.integer("OUTBOX_BATCH_SIZE", minimum=1),
             outbox_max_backoff_ms=env.integer("OUTBOX_MAX_BACKOFF_MS", minimum=10),
