@@ -156,9 +156,9 @@ class Service:
         )
 
     def pid(self) -> int:
-        """The service's own process (under py-spy, py-spy's child)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        found = children.read_text().split() if children.exists() else []
+        """The service's own process (under py-spy, py-spy's child, forked from any of its threads)."""
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        found = [p for path in tasks.glob("*/children") for p in path.read_text().split()] if tasks.exists() else []
         return int(found[0]) if found else self.process.pid
 
     def wait_serving(self, timeout: float = 120) -> None:

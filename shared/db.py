@@ -92,7 +92,8 @@ def utc_session_options(url: str) -> str:
     depend on it, and no statement of the project reads the session's zone; but psycopg then
     returns timestamps with `datetime.UTC` itself as their zone, so converting them to UTC and
     comparing them with the project's UTC instants is a pointer check, where a server zone
-    such as `Etc/UTC` made each a `ZoneInfo` offset look-up (a sixth of the interest posting)."""
+    such as `Etc/UTC` made each a `ZoneInfo` offset look-up (a sixth of the Wallet's CPU while
+    it posted interest)."""
     given = make_url(url).query.get("options")
     return " ".join([*([given] if isinstance(given, str) else list(given or ())), "-c TimeZone=UTC"])
 
