@@ -226,7 +226,7 @@ class Database:
                 rows = uow.session.execute(statement, params).all()
                 uow.commit()
             return rows
-        with Session(self._autocommit_engine, expire_on_commit=False) as session:
+        with self.read() as session:  # autocommit there
             return session.execute(statement, params).all()
 
     def ping(self) -> bool:

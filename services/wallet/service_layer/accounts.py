@@ -92,7 +92,7 @@ class Accounts:
         validate_customer_id(customer_id)
         with self._db.read() as session:
             wallet = WalletRepository(session).by_customer(customer_id)
-            session.expunge_all()  # detached, fully loaded: the rollback at the end expires nothing
+            session.expunge_all()  # detached, fully loaded: the end of the session expires nothing
         if wallet is None:
             raise wallet_not_found(customer_id)
         return wallet
