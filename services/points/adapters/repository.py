@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import and_, bindparam, func, or_, text
+from sqlalchemy import ColumnElement, and_, bindparam, func, literal_column, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -17,6 +17,12 @@ from services.points.domain.spending import HoldStatus
 from shared import bulk
 
 _LIVE = (LotStatus.PENDING.value, LotStatus.AVAILABLE.value)
+# Statuses written into the statement's text instead of bound: a partial index on lots
+# (`tables.AVAILABLE_ONLY`, `tables.PENDING_ONLY`) serves a query only when the planner can prove
+# its predicate from the query's condition, which a bound parameter does not allow in a generic
+# (prepared) plan. For the scans across all customers: expiry and activation.
+AVAILABLE: ColumnElement[str] = literal_column(f"'{LotStatus.AVAILABLE.value}'")
+PENDING: ColumnElement[str] = literal_column(f"'{LotStatus.PENDING.value}'")
 
 
 class PointsRepository:
@@ -341,7 +347,7 @@ class PointsRepository:
             self.session.exec(
                 select(Lot.customer_id)
                 .where(
-                    Lot.status == LotStatus.AVAILABLE.value,
+                    col(Lot.status) == AVAILABLE,
                     col(Lot.expires_at) <= now,
                     col(Lot.remaining) > col(Lot.held),
                 )
@@ -366,7 +372,7 @@ class PointsRepository:
         return list(
             self.session.exec(
                 select(Lot.customer_id)
-                .where(Lot.status == LotStatus.PENDING.value, col(Lot.available_at) <= now)
+                .where(col(Lot.status) == PENDING, col(Lot.available_at) <= now)
                 .distinct()
                 .order_by(col(Lot.customer_id))
                 .limit(limit)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import Table, case, select, update
 
-from services.points.adapters.repository import PointsRepository
+from services.points.adapters.repository import AVAILABLE, PointsRepository
 from services.points.adapters.tables import Account, HistoryLine, Hold, Lot, ReferenceDecision
 from services.points.domain import history
 from services.points.domain.history import EntryType
@@ -485,7 +485,7 @@ class Ledger:
         now = self._clock.now()
         total = Settlement()
         c = _lots.c
-        candidate = (c.status == LotStatus.AVAILABLE.value, c.expires_at <= now, c.remaining > c.held)
+        candidate = (c.status == AVAILABLE, c.expires_at <= now, c.remaining > c.held)
         while True:
             with self._db.unit_of_work() as uow:
                 session = uow.session
