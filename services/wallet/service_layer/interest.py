@@ -290,16 +290,23 @@ def _balances(
     uow: UnitOfWork, which: Sequence[ColumnElement[bool]], start: datetime, end: datetime
 ) -> tuple[dict[str, int], dict[str, list[tuple[datetime, int]]]]:
     e = _entries.c
-    last_before = (
-        select(e.wallet_id, func.max(e.id).label("id"))
+    # The balance after each wallet's last entry before `start` (the last booked: the highest id),
+    # in one pass over those entries. Joining each wallet's max(id) back to the table let
+    # PostgreSQL pick a merge join over the whole primary key (55-140 ms a chunk of 10,000 at
+    # 100,000 wallets, against about 9 ms this way).
+    last_first = (
+        select(
+            e.wallet_id,
+            e.balance_after_minor,
+            func.row_number().over(partition_by=e.wallet_id, order_by=e.id.desc()).label("newest"),
+        )
         .where(*which, e.created_at < start)
-        .group_by(e.wallet_id)
         .subquery()
     )
     opening = {
         row[0]: int(row[1])
         for row in uow.session.execute(
-            select(e.wallet_id, e.balance_after_minor).join(last_before, e.id == last_before.c.id)
+            select(last_first.c.wallet_id, last_first.c.balance_after_minor).where(last_first.c.newest == 1)
         ).all()
     }
     # Only compared with the day ends: PostgreSQL's aware timestamps need no conversion to UTC
