@@ -56,7 +56,7 @@ class Lot(PointsTable, table=True):
         Index("ix_lots_customer_reference", "customer_id", "reference"),
         # The jobs' scans (expiry, activation) read only AVAILABLE or only PENDING lots: partial
         # indexes keep the other lots out, so a lot that expires, is spent or is credited
-        # available (interest, most purchases) is written into one index fewer, or two.
+        # available (wallet interest, for one) is written into one index fewer, or two.
         Index(
             "ix_lots_available_expiry",
             "expires_at",
