@@ -111,6 +111,18 @@ class PeerDeadlineExceeded(PeerUnavailable):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class PeerUnanswered(PeerUnavailable):
+    """The call ended without an answer of the peer's: the stream was cut (CANCELLED, or INTERNAL
+    with no ErrorInfo, which is how the gRPC core reports a stream reset while the peer stops),
+    or the peer's handler failed before it could answer (UNKNOWN: an unhandled exception, a
+    database connection lost at commit). Every refusal of this project's services carries an
+    ErrorInfo, so a bare status of these codes is not a refusal: the effect may or may not have
+    happened, and only an idempotent replay tells. Not retried by `Peers.call` (like a missed
+    deadline); a saga pauses on it instead of compensating, as the outbox relay retries it."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
 _KIND_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
     kind.code: kind
     for kind in (
@@ -126,8 +138,11 @@ _KIND_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
         Internal,
         PeerUnavailable,
         PeerDeadlineExceeded,
+        PeerUnanswered,
     )
 }
+# Codes that, arriving without an ErrorInfo, mean the call was cut or failed before an answer.
+_UNANSWERED = frozenset({grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 
 # The status travels in response headers, which clients cap (grpc's default is 8 KiB in all), and
@@ -175,6 +190,7 @@ def from_rpc_error(error: grpc.RpcError) -> DomainError:
     reason, domain = _default_reason(code), ERROR_DOMAIN
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
+    answered = False  # an ErrorInfo came with the status: the peer itself decided
     status = rpc_status.from_call(call) if call is not None else None
     if status is not None:
         for detail in status.details:
@@ -182,10 +198,13 @@ def from_rpc_error(error: grpc.RpcError) -> DomainError:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
+                answered = True
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad_request = error_details_pb2.BadRequest()
                 detail.Unpack(bad_request)
                 violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+    if not answered and code in _UNANSWERED:
+        return PeerUnanswered(reason, message, metadata=metadata, field_violations=violations, domain=domain)
     kind = _KIND_BY_CODE.get(code, Internal)
     return kind(reason, message, metadata=metadata, field_violations=violations, domain=domain)
 

@@ -7,6 +7,8 @@
     sleep:<ms>    wait that long, then go on: a slow peer, past its caller's deadline
     unavailable   fail the call with UNAVAILABLE (in an RPC failpoint)
     deadline      fail the call with DEADLINE_EXCEEDED (in an RPC failpoint)
+    cut           end the call with a bare INTERNAL "CANCELLED" and no ErrorInfo, as the gRPC core
+                  reports a stream reset while a peer stops (in an RPC failpoint)
 
 An action may end with `*<n>`: it fires n times, then the failpoint disarms itself.
 
@@ -18,7 +20,8 @@ The places:
   (`FailpointInterceptor`, the innermost server interceptor): `before` runs before the handler
   (nothing done yet); `after` runs once the handler has returned, so its transaction has
   committed, and before the reply is sent. `points.rpc.BatchCreditPoints.after=unavailable*1` is
-  a lost reply: the credit is made, the caller hears UNAVAILABLE once.
+  a lost reply: the credit is made, the caller hears UNAVAILABLE once; `...after=cut*1` is the
+  same reply cut as a restarting peer cuts it.
 
 In-process tests arm and disarm with `arm()` and `disarm()`; `wait_idle()` waits until no
 failpoint is sleeping. Unarmed (always, outside tests), `hit` is a dictionary look-up.
@@ -39,7 +42,11 @@ import grpc
 
 from shared.errors import PeerDeadlineExceeded, PeerUnavailable
 
-ACTIONS = ("kill", "sleep", "unavailable", "deadline")
+ACTIONS = ("kill", "sleep", "unavailable", "deadline", "cut")
+
+
+class CallCut(Exception):
+    """Raised by a `cut` failpoint; `FailpointInterceptor` turns it into the bare status."""
 
 
 @dataclass
@@ -71,7 +78,7 @@ def _action(text: str) -> _Armed:
     action, _, times = text.partition("*")
     kind, _, argument = action.partition(":")
     if kind not in ACTIONS or (kind == "sleep") != bool(argument):
-        raise ValueError(f"unknown failpoint action {text!r}: expected kill, sleep:<ms>, unavailable or deadline")
+        raise ValueError(f"unknown failpoint action {text!r}: expected kill, sleep:<ms>, unavailable, deadline or cut")
     return _Armed(kind, int(argument) if argument else 0, int(times) if times else None)
 
 
@@ -136,6 +143,8 @@ def hit(name: str) -> None:
                 _idle.notify_all()
     elif armed.action == "unavailable":
         raise PeerUnavailable("UNAVAILABLE", f"failpoint {name}")
+    elif armed.action == "cut":
+        raise CallCut(name)
     else:
         raise PeerDeadlineExceeded("DEADLINE_EXCEEDED", f"failpoint {name}")
 
@@ -161,9 +170,12 @@ class FailpointInterceptor(grpc.ServerInterceptor):
         behaviour = handler.unary_unary
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            hit(before)
-            response = behaviour(request, context)
-            hit(after)
+            try:
+                hit(before)
+                response = behaviour(request, context)
+                hit(after)
+            except CallCut:
+                context.abort(grpc.StatusCode.INTERNAL, "CANCELLED")  # no ErrorInfo, as the core sends it
             return response
 
         return handler._replace(unary_unary=handle)

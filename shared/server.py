@@ -67,8 +67,16 @@ def _domain_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]
     except NotImplementedError:
         raise
     except Exception:
-        log.exception("unhandled error in rpc", extra={"rpc": method})
+        if not _aborted(context):  # an inner layer's abort carries its status already: no fault
+            log.exception("unhandled error in rpc", extra={"rpc": method})
         raise
+
+
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """Whether the call was aborted with a status (grpcio's context knows its code; the typing
+    stubs and grpc_testing's contexts do not offer it)."""
+    code = getattr(context, "code", None)
+    return callable(code) and code() is not None
 
 
 def nul_field(message: Message, prefix: str = "") -> str | None:

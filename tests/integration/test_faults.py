@@ -4,8 +4,8 @@ on one platform of four in-process services (docs/reliability.md):
 - the outbox flows into Points (Wallet's interest posting as BatchCreditPoints, Promotions'
   profile rewards as CreditPoints) with Points stopped, refusing, slow past the caller's deadline
   before or after it commits, or its reply lost: each credit arrives exactly once;
-- every call of the order saga with the peer slow past the deadline, before or after it commits:
-  the order ends PAID, charged once, nothing held;
+- every call of the order saga with the peer slow past the deadline, or the call cut without an
+  answer, before or after the peer commits: the order ends PAID, charged once, nothing held;
 - a lost reply (the peer committed, the caller heard DEADLINE_EXCEEDED or UNAVAILABLE) of every
   mutating RPC the platform's callers retry, retried with the same request id: one effect.
 
@@ -127,18 +127,24 @@ def test_an_outbox_credit_arrives_once_whatever_happens_to_points(platform: Plat
     assert_reconciles(platform)
 
 
-# --- the saga's calls, the peer slow past the deadline --------------------------------------
+# --- the saga's calls, the peer slow past the deadline or the call cut ----------------------
+
+# A peer slow past the caller's deadline; a call cut without an answer, as a peer that is being
+# stopped cuts it (a bare INTERNAL "CANCELLED": before the fix, the saga took that for a refusal
+# and failed the order, or, after payment, skipped the accrual or the code's confirmation).
+SAGA_FAULTS = {"slow": SLOW, "cut": "cut*1"}
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("fault", SAGA_FAULTS)
 @pytest.mark.parametrize("step", SAGA_CALLS)
-def test_a_saga_peer_slow_past_the_deadline_charges_once(platform: Platform, step: str, when: str) -> None:
-    customer = f"slow-{step}-{when}"
+def test_a_saga_peer_slow_or_cut_off_charges_once(platform: Platform, step: str, fault: str, when: str) -> None:
+    customer = f"{fault}-{step}-{when}"
     fund(platform, customer, money_minor=MONEY, points=POINTS)
     promotions = PromotionsClient(platform.services["promotions"].channel())
     used_before = promotions.code("FAULT50").used_count
     failpoint = f"{SAGA_CALLS[step]}.{when}"
-    failpoints.arm(failpoint, SLOW)
+    failpoints.arm(failpoint, SAGA_FAULTS[fault])
     answer = platform.checkout.place(customer, ("kettle", 2), points=POINTS, code="FAULT50")
     assert answer.status in (pb.ORDER_STATUS_PENDING, pb.ORDER_STATUS_PAID)
 

@@ -14,8 +14,10 @@ from shared.errors import (
     DomainError,
     FailedPrecondition,
     FieldViolation,
+    Internal,
     InvalidArgument,
     NotFound,
+    PeerUnanswered,
     PeerUnavailable,
     from_rpc_error,
     to_status,
@@ -91,6 +93,31 @@ def test_a_status_without_error_info_gets_a_reason_from_its_code() -> None:
     back = from_rpc_error(_FakeCall(status))
     assert isinstance(back, PeerUnavailable)
     assert back.reason == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("code", "details"),
+    [
+        (grpc.StatusCode.INTERNAL, "CANCELLED"),  # the core's report of a stream reset mid-call
+        (grpc.StatusCode.CANCELLED, "Channel closed!"),  # the caller's own channel closed under it
+        (grpc.StatusCode.UNKNOWN, "Exception calling application: connection lost"),  # died inside
+    ],
+)
+def test_a_bare_cut_or_crash_status_is_unanswered_not_a_refusal(code: grpc.StatusCode, details: str) -> None:
+    """Every refusal of this project carries an ErrorInfo; without one these codes say the call
+    ended before the peer answered, so a saga must pause and replay, not compensate."""
+    status = grpc.Status()
+    status.code, status.details, status.trailing_metadata = code, details, ()
+    back = from_rpc_error(_FakeCall(status))
+    assert type(back) is PeerUnanswered and isinstance(back, PeerUnavailable)
+    assert (back.reason, back.message) == (code.name, details)
+
+
+def test_an_internal_refusal_with_error_info_stays_a_refusal() -> None:
+    back = from_rpc_error(_FakeCall(to_status(Internal("LEDGER_BROKEN", "the ledger does not balance"))))
+    assert type(back) is Internal and back.reason == "LEDGER_BROKEN"
+    again = from_rpc_error(_FakeCall(to_status(PeerUnanswered("INTERNAL", "CANCELLED"))))
+    assert type(again) is PeerUnanswered, "an unanswered call relayed by a hop stays unanswered"
 
 
 def test_a_status_quoting_huge_client_text_stays_small() -> None:
