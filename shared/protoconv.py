@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
-from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from loyalty.common.v1 import money_pb2
 
@@ -115,3 +117,29 @@ def to_duration(delta: timedelta) -> Duration:
     duration = Duration()
     duration.FromTimedelta(delta)
     return duration
+
+
+def read_mask(mask: FieldMask, message: Descriptor, field: str = "read_mask") -> frozenset[str] | None:
+    """The top-level fields of `message` a read mask names (AIP-157), or None when it names none
+    (every field). A path that is not a field of the message, or a nested one, is
+    INVALID_ARGUMENT `READ_MASK_INVALID`."""
+    paths = frozenset(path.strip() for raw in mask.paths for path in raw.split(",") if path.strip())
+    if not paths:
+        return None
+    unknown = sorted(path for path in paths if path not in message.fields_by_name)
+    if unknown:
+        raise InvalidArgument.field(
+            field,
+            f"{', '.join(unknown)} is not a field of {message.name}; allowed: {', '.join(message.fields_by_name)}",
+            "READ_MASK_INVALID",
+        )
+    return paths
+
+
+def keep_fields(message: Message, paths: frozenset[str] | None) -> None:
+    """Leave only the fields named in `paths` set in `message` (all of them when None)."""
+    if paths is None:
+        return
+    for descriptor, _ in message.ListFields():
+        if descriptor.name not in paths:
+            message.ClearField(descriptor.name)

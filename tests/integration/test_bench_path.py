@@ -48,6 +48,8 @@ def test_tiny_run_produces_figures_and_reconciles() -> None:
     for method in ("PointsService/HoldPoints", "PointsService/CaptureHold", "WalletService/HoldMoney"):
         assert hops[method] == 1.0, hops
     assert cost["hops_per_order"] == sum(hops.values())
+    # Pricing asks the Wallet for the balance only (read_mask): no mechanic look-up behind it.
+    assert hops["WalletService/GetWallet"] == 1.0 and "PromotionsService/GetCustomerMechanic" not in hops, hops
     if url:
         assert set(cost["transactions_per_order"]) == set(SERVICES)
     # CPU of every process per order, and of the machine (which includes the processes).

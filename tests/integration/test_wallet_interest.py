@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from loyalty.common.v1 import mechanic_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
@@ -40,6 +41,7 @@ class FakePromotions(promotions_pb2_grpc.PromotionsServiceServicer):
     def __init__(self, cashback: set[str]) -> None:
         self.cashback = cashback
         self.batch_calls: list[promotions_pb2.BatchGetCustomerMechanicsRequest] = []
+        self.calls: list[str] = []  # GetCustomerMechanic, by customer
 
     def _mechanic(self, customer_id: str) -> mechanic_pb2.Mechanic:
         if customer_id in self.cashback:
@@ -53,6 +55,7 @@ class FakePromotions(promotions_pb2_grpc.PromotionsServiceServicer):
     def GetCustomerMechanic(
         self, request: promotions_pb2.GetCustomerMechanicRequest, context: grpc.ServicerContext
     ) -> promotions_pb2.GetCustomerMechanicResponse:
+        self.calls.append(request.customer_id)
         return promotions_pb2.GetCustomerMechanicResponse(mechanic=self._mechanic(request.customer_id))
 
     def BatchGetCustomerMechanics(
@@ -233,6 +236,35 @@ def test_mechanics_come_from_promotions_and_cashback_customers_earn_no_interest(
     clock.set(after_month("2026-02"))
     february = wallet.post_interest("2026-02")
     assert february.points_posted == 600  # 40,000 RUB minimum x 18 % / 12
+
+
+def test_a_read_mask_without_the_mechanic_asks_promotions_nothing(
+    harness: Harness, fake_promotions: tuple[FakePromotions, str]
+) -> None:
+    """Checkout prices an order with the balance only: the Wallet does not call Promotions."""
+    promotions, promotions_target = fake_promotions
+    wallet = WalletClient(harness.start("wallet", peers={"promotions": promotions_target}, background_relay=False))
+    wallet.top_up("cash-1", 5_000_000)
+    hold = wallet.hold("cash-1", 1_000_000)
+    asked = len(promotions.calls)
+
+    def get(*paths: str) -> wallet_pb2.Wallet:
+        request = wallet_pb2.GetWalletRequest(customer_id="cash-1", read_mask=field_mask_pb2.FieldMask(paths=paths))
+        return wallet.stub.GetWallet(request).wallet
+
+    money_only = get("balance", "available")
+    assert [field.name for field, _ in money_only.ListFields()] == ["balance", "available"]
+    assert (money_only.balance.amount_minor, money_only.available.amount_minor) == (5_000_000, 4_000_000)
+    assert get("held,status").held.amount_minor == 1_000_000  # comma-separated paths, as in a URL
+    assert len(promotions.calls) == asked, "no mechanic asked for, none looked up"
+    assert get("mechanic").ListFields()[0][1].code == "cashback-3-5"
+    whole = get()
+    assert whole.mechanic.code == "cashback-3-5" and whole.wallet_id and whole.balance.amount_minor == 5_000_000
+    assert promotions.calls[asked:] == ["cash-1", "cash-1"]
+    for bad in (("balance", "nope"), ("balance.amount_minor",)):
+        error = error_of(get, *bad)
+        assert (error.reason, error.field_violations[0].field) == ("READ_MASK_INVALID", "read_mask")
+    assert wallet.release(hold.hold_id).status == wallet_pb2.HOLD_STATUS_RELEASED
 
 
 def test_posting_does_not_guess_when_promotions_is_unreachable(harness: Harness, clock: ManualClock) -> None:

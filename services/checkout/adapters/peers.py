@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from google.protobuf.field_mask_pb2 import FieldMask
 from loyalty.common.v1 import payment_pb2
 from loyalty.points.v1 import points_pb2, points_pb2_grpc
 from loyalty.promotions.v1 import promotions_pb2, promotions_pb2_grpc
@@ -19,6 +20,7 @@ from shared.peers import Peers
 from shared.protoconv import method_path, money, to_duration, to_timestamp
 
 ACTIVATE_PENDING_POINTS = method_path(points_pb2.DESCRIPTOR, "PointsService", "ActivatePendingPoints")
+BALANCE_ONLY = FieldMask(paths=["balance"])
 
 
 class PeerServices:
@@ -54,11 +56,11 @@ class PeerServices:
         return answer.available
 
     def wallet_balance(self, customer_id: str) -> int:
-        """The wallet balance, which picks the cashback tier; 0 without a wallet."""
+        """The wallet balance, which picks the cashback tier; 0 without a wallet. Only the balance
+        is asked for, so the Wallet does not look the customer's mechanic up in Promotions."""
+        request = wallet_pb2.GetWalletRequest(customer_id=customer_id, read_mask=BALANCE_ONLY)
         try:
-            answer = self._peers.call(
-                self._wallet.GetWallet, wallet_pb2.GetWalletRequest(customer_id=customer_id), idempotent=True
-            )
+            answer = self._peers.call(self._wallet.GetWallet, request, idempotent=True)
         except NotFound:
             return 0
         return answer.wallet.balance.amount_minor

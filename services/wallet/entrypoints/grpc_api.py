@@ -45,8 +45,10 @@ from shared.protoconv import (
     enum_to_proto,
     from_duration,
     from_timestamp,
+    keep_fields,
     money,
     optional_timestamp,
+    read_mask,
     to_duration,
     to_timestamp,
 )
@@ -60,18 +62,21 @@ def card(token: str, brand: str, last4: str) -> payment_pb2.PaymentCard:
     return payment_pb2.PaymentCard(token=token, brand=brand, last4=last4)
 
 
-def wallet_to_proto(wallet: Wallet, mechanic: Mechanic) -> wallet_pb2.Wallet:
-    return wallet_pb2.Wallet(
+def wallet_to_proto(wallet: Wallet, mechanic: Mechanic | None) -> wallet_pb2.Wallet:
+    """The wallet; `mechanic` None leaves it unset (a read mask without it)."""
+    message = wallet_pb2.Wallet(
         wallet_id=wallet.wallet_id,
         customer_id=wallet.customer_id,
         balance=money(wallet.balance_minor, wallet.currency),
         held=money(wallet.held_minor, wallet.currency),
         available=money(wallet.balance_minor - wallet.held_minor, wallet.currency),
         status=enum_to_proto(wallet_pb2.WalletStatus, WalletStatus(wallet.status)),
-        mechanic=mechanic_to_proto(mechanic),
         create_time=to_timestamp(wallet.created_at),
         update_time=to_timestamp(wallet.updated_at),
     )
+    if mechanic is not None:
+        message.mechanic.CopyFrom(mechanic_to_proto(mechanic))
+    return message
 
 
 def top_up_to_proto(top_up: TopUp) -> wallet_pb2.TopUp:
@@ -203,10 +208,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def GetWallet(
         self, request: wallet_pb2.GetWalletRequest, context: grpc.ServicerContext
     ) -> wallet_pb2.GetWalletResponse:
+        fields = read_mask(request.read_mask, wallet_pb2.Wallet.DESCRIPTOR)
         wallet = self._accounts.get(request.customer_id)
-        return wallet_pb2.GetWalletResponse(
-            wallet=wallet_to_proto(wallet, self._accounts.mechanic_of(request.customer_id))
-        )
+        # Promotions is asked for the mechanic only when the caller wants it.
+        mechanic = self._accounts.mechanic_of(request.customer_id) if fields is None or "mechanic" in fields else None
+        answer = wallet_to_proto(wallet, mechanic)
+        keep_fields(answer, fields)
+        return wallet_pb2.GetWalletResponse(wallet=answer)
 
     def UpdateWalletStatus(
         self, request: wallet_pb2.UpdateWalletStatusRequest, context: grpc.ServicerContext

@@ -169,8 +169,9 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWallet(self, request, context):
-        """Returns the customer's wallet with its balance and current mechanic.
-        Reasons: WALLET_NOT_FOUND.
+        """Returns the customer's wallet with its balance and current mechanic (only the fields named
+        in read_mask, when it is set).
+        Reasons: WALLET_NOT_FOUND, READ_MASK_INVALID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

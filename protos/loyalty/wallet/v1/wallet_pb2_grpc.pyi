@@ -57,8 +57,9 @@ class WalletServiceStub:
     the request id is new; UNSUPPORTED_CURRENCY.
     """
     GetWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetWalletRequest, _wallet_pb2.GetWalletResponse]
-    """Returns the customer's wallet with its balance and current mechanic.
-    Reasons: WALLET_NOT_FOUND.
+    """Returns the customer's wallet with its balance and current mechanic (only the fields named
+    in read_mask, when it is set).
+    Reasons: WALLET_NOT_FOUND, READ_MASK_INVALID.
     """
     UpdateWalletStatus: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.UpdateWalletStatusRequest, _wallet_pb2.UpdateWalletStatusResponse]
     """Operator: freezes, unfreezes or closes a wallet. A frozen wallet keeps its balance but accepts
@@ -189,8 +190,9 @@ class WalletServiceAsyncStub(WalletServiceStub):
     the request id is new; UNSUPPORTED_CURRENCY.
     """
     GetWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetWalletRequest, _wallet_pb2.GetWalletResponse]  # type: ignore[assignment]
-    """Returns the customer's wallet with its balance and current mechanic.
-    Reasons: WALLET_NOT_FOUND.
+    """Returns the customer's wallet with its balance and current mechanic (only the fields named
+    in read_mask, when it is set).
+    Reasons: WALLET_NOT_FOUND, READ_MASK_INVALID.
     """
     UpdateWalletStatus: _aio.UnaryUnaryMultiCallable[_wallet_pb2.UpdateWalletStatusRequest, _wallet_pb2.UpdateWalletStatusResponse]  # type: ignore[assignment]
     """Operator: freezes, unfreezes or closes a wallet. A frozen wallet keeps its balance but accepts
@@ -330,8 +332,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.GetWalletRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.GetWalletResponse, _abc.Awaitable[_wallet_pb2.GetWalletResponse]]:
-        """Returns the customer's wallet with its balance and current mechanic.
-        Reasons: WALLET_NOT_FOUND.
+        """Returns the customer's wallet with its balance and current mechanic (only the fields named
+        in read_mask, when it is set).
+        Reasons: WALLET_NOT_FOUND, READ_MASK_INVALID.
         """
 
     @_abc_1.abstractmethod
