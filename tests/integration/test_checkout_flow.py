@@ -4,6 +4,7 @@ return window, partly returned; or paid by card and cancelled), every balance ch
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -144,6 +145,11 @@ def test_full_flow_top_up_order_with_points_deliver_activate_and_partial_return(
     assert refused(lambda: platform.checkout.return_items(order.order_id, ("kettle", 1))).reason == (
         "RETURN_WINDOW_CLOSED"
     )
+    # Every id the services made is a time-ordered version 7 UUID (shared/ids.py): the order, the
+    # return, the wallet, the points lots.
+    made_ids = [order.order_id, made.return_id, platform.wallet.wallet("c-1").wallet_id]
+    made_ids += [lot.lot_id for lot in platform.points.lots("c-1")]
+    assert {uuid.UUID(made_id).version for made_id in made_ids} == {7}, made_ids
 
 
 def test_returning_every_unit_gives_back_all_points_and_money(platform: Platform) -> None:

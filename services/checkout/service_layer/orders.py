@@ -42,6 +42,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import AlreadyExists, DomainError, FailedPrecondition, InvalidArgument, NotFound, PeerUnavailable
 from shared.idempotency import Idempotency, request_fingerprint, validate_request_id
+from shared.ids import new_id
 from shared.metrics import Metrics
 from shared.outbox import Outbox
 from shared.validation import validate_customer_id
@@ -232,7 +233,7 @@ class Orders:
                 return replay
             self._pricer.check_points_to_use(request.points_to_use)
             products = self._pricer.products_in(repo, [(line.sku, line.quantity) for line in request.lines])
-        order_id = str(uuid.uuid4())
+        order_id = new_id()
         try:
             cart = self._pricer.price_request(request, order_id, products)
         except DomainError:
@@ -823,7 +824,7 @@ class Orders:
                     "ORDER_NOT_SETTLED", "the order's earned points are still being accrued; try again shortly"
                 )
             lines = {line.sku: line for line in repo.lines(order.order_id)}
-            return_id = str(uuid.uuid4())
+            return_id = new_id()
             totals = [0, 0, 0]
             rows = []
             for sku, quantity in asked:

@@ -13,7 +13,6 @@ points that are no longer there.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
@@ -43,6 +42,7 @@ from services.points.domain.spending import (
     split_return,
 )
 from shared.errors import FailedPrecondition
+from shared.ids import new_id
 
 
 @dataclass
@@ -186,7 +186,7 @@ class Book:
     def credit(self, request: CreditRequest) -> Lot:
         pending = request.pending
         lot = Lot(
-            lot_id=str(uuid.uuid4()),
+            lot_id=new_id(),
             customer_id=self.customer_id,
             amount=request.points,
             remaining=request.points,
@@ -259,7 +259,7 @@ class Book:
         by_id = {lot.lot_id: lot for lot in lots}
         takes = allocate([spendable(lot) for lot in lots], points)
         hold = Hold(
-            hold_id=str(uuid.uuid4()),
+            hold_id=new_id(),
             customer_id=self.customer_id,
             reference=reference,
             points=points,

@@ -7,7 +7,6 @@ commit in batches of customers; views settle first if anything is due, then read
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from shared import bulk
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.ids import new_id
 from shared.metrics import Metrics
 from shared.pagination import decode_token, encode_token, page_size
 from shared.validation import validate_customer_id
@@ -263,7 +263,7 @@ class Ledger:
         now = self._clock.now()
         return [
             NewLot(
-                lot_id=str(uuid.uuid4()),
+                lot_id=new_id(),
                 customer_id=c.customer_id,
                 amount=c.points,
                 remaining=c.points,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -36,6 +35,7 @@ from services.promotions.domain.segments import Condition
 from shared.clock import Clock
 from shared.db import UnitOfWork
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.ids import new_id
 from shared.pagination import decode_token, encode_token
 
 Row = TypeVar("Row", EarningRuleRow, CampaignRow, PromoCodeRow, ExperimentRow)
@@ -134,9 +134,7 @@ class Catalogue:
         validate_rule(spec)
         self._check_default_overlap(uow, spec, "")
         now = self._clock.now()
-        row = EarningRuleRow(
-            rule_id=str(uuid.uuid4()), ended=False, created_at=now, updated_at=now, **_rule_fields(spec)
-        )
+        row = EarningRuleRow(rule_id=new_id(), ended=False, created_at=now, updated_at=now, **_rule_fields(spec))
         uow.session.add(row)
         uow.flush()
         return row
@@ -198,7 +196,7 @@ class Catalogue:
         validate_campaign(spec)
         now = self._clock.now()
         row = CampaignRow(
-            campaign_id=str(uuid.uuid4()), spent_points=0, ended=False, created_at=now, updated_at=now,
+            campaign_id=new_id(), spent_points=0, ended=False, created_at=now, updated_at=now,
             **_campaign_fields(spec),
         )  # fmt: skip
         uow.session.add(row)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +45,7 @@ from services.promotions.service_layer.mechanics import Mechanics
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.ids import new_id
 from shared.pagination import decode_token, encode_token
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Experiments:
         validate(spec)
         now = self._clock.now()
         row = ExperimentRow(
-            experiment_id=str(uuid.uuid4()),
+            experiment_id=new_id(),
             name=spec.name,
             description=spec.description,
             lookback_days=spec.lookback_days,

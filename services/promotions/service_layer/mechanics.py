@@ -14,7 +14,6 @@ with the mechanic then in force.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +38,7 @@ from shared.calendar import Month, ProgrammeCalendar
 from shared.clock import Clock
 from shared.db import UnitOfWork
 from shared.errors import InvalidArgument
+from shared.ids import new_id
 from shared.validation import validate_customer_id
 
 MAX_BATCH = 1000
@@ -221,7 +221,7 @@ class Mechanics:
         else:
             validate_cashback(mechanic.kind.tiers, mechanic.kind.monthly_cap_points)
         row = DefaultMechanicRow(
-            mechanic_id=str(uuid.uuid4()),
+            mechanic_id=new_id(),
             effective_at=when,
             code=mechanic.code,
             name=mechanic.name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +16,7 @@ from services.promotions.domain.profile_actions import (
 )
 from shared.clock import Clock
 from shared.db import UnitOfWork
+from shared.ids import new_id
 from shared.outbox import Outbox
 from shared.validation import validate_customer_id
 
@@ -44,7 +44,7 @@ class ProfileRewardsService:
         if uow.session.exec(already).first() is not None:
             return RewardOutcome(points_awarded=0, already_rewarded=True)
         reward = ProfileReward(
-            reward_id=str(uuid.uuid4()),
+            reward_id=new_id(),
             customer_id=customer_id,
             action=action.value,
             survey_id=key,

@@ -10,7 +10,6 @@ the expiry job) gives the use and the points back, so a failed order does not us
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from services.promotions.service_layer.catalogue import split
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.ids import new_id
 from shared.outbox import Outbox
 from shared.validation import validate_customer_id
 
@@ -151,7 +151,7 @@ class PromoUsage:
         row.updated_at = now
         uow.session.add(row)
         reservation = PromoReservationRow(
-            reservation_id=str(uuid.uuid4()),
+            reservation_id=new_id(),
             code=row.code,
             customer_id=customer_id,
             order_id=order_id,

@@ -9,7 +9,6 @@ commits), and the CHECK constraints of the table stand behind it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
@@ -28,6 +27,7 @@ from services.wallet.domain.ledger import (
     wallet_account,
 )
 from shared.errors import FailedPrecondition
+from shared.ids import new_id
 
 _wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
 _transfers: Table = LedgerTransfer.__table__  # type: ignore[attr-defined]
@@ -135,7 +135,7 @@ class LedgerRepository:
             if row is None:
                 raise insufficient_funds(wallet_id)
             balance_after = int(row[0])
-        transfer_id = str(uuid.uuid4())
+        transfer_id = new_id()
         self._session.execute(
             _INSERT_TRANSFER,
             {"transfer_id": transfer_id, "kind": kind.value, "reference": reference, "created_at": now},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy.exc import IntegrityError
 
 from services.wallet.adapters.ledger import LedgerRepository
@@ -15,6 +13,7 @@ from services.wallet.domain.wallets import WalletStatus, currency_of
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.ids import new_id
 from shared.validation import validate_customer_id
 
 
@@ -63,7 +62,7 @@ class Accounts:
         """Insert a wallet with its ledger accounts; None if a concurrent request opened it first."""
         now = self._clock.now()
         wallet = Wallet(
-            wallet_id=str(uuid.uuid4()),
+            wallet_id=new_id(),
             customer_id=customer_id,
             currency=currency,
             balance_minor=0,

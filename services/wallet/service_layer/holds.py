@@ -12,7 +12,6 @@ the request, so a retry after a failure or a timeout never moves card money twic
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +47,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork, rowcount
 from shared.errors import DomainError, FailedPrecondition, NotFound, PeerUnavailable
 from shared.idempotency import Idempotency
+from shared.ids import new_id
 from shared.validation import validate_customer_id
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Holds:
         check_accepts_money_in(wallet)
         now = self._clock.now()
         hold = Hold(
-            hold_id=str(uuid.uuid4()),
+            hold_id=new_id(),
             customer_id=customer_id,
             wallet_id=wallet.wallet_id,
             reference=reference,
@@ -147,7 +147,7 @@ class Holds:
         wallet = WalletRepository(uow.session).by_customer(customer_id)
         now = self._clock.now()
         hold = Hold(
-            hold_id=str(uuid.uuid4()),
+            hold_id=new_id(),
             customer_id=customer_id,
             wallet_id=wallet.wallet_id if wallet is not None else None,
             reference=reference,
@@ -387,7 +387,7 @@ class Holds:
         check_refund(HoldStatus(hold.status), hold.captured_minor, hold.refunded_minor, amount_minor)
         now = self._clock.now()
         refund = Refund(
-            refund_id=str(uuid.uuid4()),
+            refund_id=new_id(),
             hold_id=hold_id,
             amount_minor=amount_minor,
             destination=destination.value,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +40,7 @@ from shared.calendar import Month, ProgrammeCalendar
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument
+from shared.ids import new_id
 from shared.outbox import Outbox
 from shared.pagination import decode_token, encode_token
 
@@ -217,7 +217,7 @@ class Interest:
                 peer=points_peer.PEER,
                 method=points_peer.BATCH_CREDIT_POINTS,
                 request=points_peer.batch_credit_request(
-                    f"interest-batch:{month}:{uuid.uuid4()}", credits[offset : offset + BATCH]
+                    f"interest-batch:{month}:{new_id()}", credits[offset : offset + BATCH]
                 ),
             )
         return PostSummary(len(todo), 0, not_on_interest, points_total)

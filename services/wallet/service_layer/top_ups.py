@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Table, delete, func, select, update
@@ -32,6 +31,7 @@ from shared.clock import Clock
 from shared.db import Database, UnitOfWork, rowcount
 from shared.errors import FailedPrecondition, NotFound
 from shared.idempotency import Idempotency
+from shared.ids import new_id
 from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class TopUps:
         used_today, pending = self._reserved(uow, wallet)
         self.limits.check_top_up(amount_minor, used_today, wallet.balance_minor + pending)
         top_up = TopUp(
-            top_up_id=str(uuid.uuid4()),
+            top_up_id=new_id(),
             wallet_id=wallet.wallet_id,
             customer_id=customer_id,
             amount_minor=amount_minor,
