@@ -8,10 +8,12 @@ error comes back as the same `DomainError` kind with its reason.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +22,8 @@ from shared.errors import PeerUnavailable, from_rpc_error
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 _CHANNEL_OPTIONS = [
@@ -58,6 +62,7 @@ class Peers:
         self._sleep = sleep
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
+        self._pool: ThreadPoolExecutor | None = None  # `both`'s second calls, made on first use
         self._raw_channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
         self._wrap_channel = wrap_channel
@@ -120,12 +125,34 @@ class Peers:
             raise from_rpc_error(rpc_error) from None
         return response
 
+    def both(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+        """Two independent reads at once: `second` on a pool thread (in the caller's context, so
+        its span is a child of the caller's), `first` here; their answers, or the first one's
+        error (then the other is still waited for, never left running). For reads only: two
+        writes at once would leave two uncertain steps after a crash."""
+        context = contextvars.copy_context()
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="peer-read")
+            pool = self._pool
+        pending = pool.submit(context.run, second)
+        try:
+            answer = first()
+        finally:
+            other = pending.exception()  # waits; never leaves the call behind
+        if other is not None:
+            raise other
+        return answer, pending.result()
+
     def _backoff(self, attempt: int) -> float:
         ceiling = self._backoff_base_ms * (2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling) / 1000
 
     def close(self) -> None:
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             for channel in self._raw_channels:
                 channel.close()
             self._channels.clear()

@@ -65,6 +65,10 @@ class PeerServices:
             return 0
         return answer.wallet.balance.amount_minor
 
+    def points_and_wallet_balance(self, customer_id: str) -> tuple[int, int]:
+        """`available_points` and `wallet_balance` asked at the same time."""
+        return self._peers.both(lambda: self.available_points(customer_id), lambda: self.wallet_balance(customer_id))
+
     def evaluate(
         self,
         *,

@@ -174,11 +174,13 @@ class Pricer:
         """Price a cart and check the points asked for; raises before anything is held."""
         self.check_points_to_use(points_to_use)
         priced = price_lines(self.products(lines) if products is None else products, self.policy)
-        available = self._peers.available_points(customer_id)
+        if payment_method == payment_pb2.PAYMENT_METHOD_WALLET:  # the two reads at once: a hop less to wait for
+            available, balance = self._peers.points_and_wallet_balance(customer_id)
+        else:
+            available, balance = self._peers.available_points(customer_id), 0
         max_points = cart_max_points(priced, self.policy, available)
         require_within_limit(points_to_use, max_points)
         unit_points = apply_points(priced, points_to_use)
-        balance = self._peers.wallet_balance(customer_id) if payment_method == payment_pb2.PAYMENT_METHOD_WALLET else 0
         evaluation = self._peers.evaluate(
             customer_id=customer_id,
             order_id=order_id,
