@@ -150,9 +150,10 @@ class Peers:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:  # outside the lock: a read still running may need it for its stub
+            pool.shutdown(wait=True)
+        with self._lock:
             for channel in self._raw_channels:
                 channel.close()
             self._channels.clear()

@@ -80,3 +80,24 @@ def test_both_of_real_calls_to_a_missing_peer_is_unavailable(peers: Peers) -> No
 
     with pytest.raises(PeerUnavailable):
         peers.both(balance, balance)
+
+
+def test_closing_while_a_read_is_still_running_lets_it_finish(peers: Peers) -> None:
+    """`close` waits for the pool outside its lock: a read still running may need the lock for a
+    stub it has not built yet (with the lock held, close and that read waited on each other)."""
+    go_on = threading.Event()
+    stubs: list[object] = []
+
+    def second() -> None:
+        go_on.wait(5)
+        stubs.append(peers.stub("points", points_pb2_grpc.PointsServiceStub))
+
+    reading = threading.Thread(target=peers.both, args=(lambda: None, second))
+    reading.start()
+    closing = threading.Thread(target=peers.close)
+    closing.start()
+    closing.join(0.2)  # close is waiting for the read
+    go_on.set()
+    closing.join(5)
+    reading.join(5)
+    assert not closing.is_alive() and not reading.is_alive() and len(stubs) == 1
