@@ -477,6 +477,14 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="run the services under py-spy, profiles here")
     parser.add_argument("--skip-limits", action="store_true", help="do not run the SQL limits")
     parser.add_argument("--skip-expiry", action="store_true")
+    parser.add_argument("--skip-interest", action="store_true", help="only the expiry (its lots are seeded anyway)")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service (e.g. POINTS_EXPIRY_WORKERS=1 to compare); may be repeated",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--summarise", type=Path, nargs="*", help="only print the summary of these py-spy profiles")
     args = parser.parse_args()
@@ -504,6 +512,7 @@ def main() -> None:
             "PEER_DEADLINE_MS": "120000",
             "DB_AUTO_MIGRATE": "true",
             "METRICS_PORT": "0",
+            **dict(setting.split("=", 1) for setting in args.service_env),
             **{f"{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in ports.items()},
         }
         for name in SERVICES:
@@ -514,67 +523,68 @@ def main() -> None:
         wallet = wallet_pb2_grpc.WalletServiceStub(services["wallet"].channel)
         points = points_pb2_grpc.PointsServiceStub(services["points"].channel)
 
-        with timed(f"seed {args.wallets:,} wallets, {4 * args.wallets:,} statement entries", results):
-            seed_wallets(wallet_db, args.wallets, month)
-        if not args.skip_limits:
-            interest_limits(wallet_db, month, results)
+        if not args.skip_interest:
+            with timed(f"seed {args.wallets:,} wallets, {4 * args.wallets:,} statement entries", results):
+                seed_wallets(wallet_db, args.wallets, month)
+            if not args.skip_limits:
+                interest_limits(wallet_db, month, results)
 
-        label_post = f"PostMonthlyInterest {month}, {args.wallets:,} wallets, until every point is in Points"
-        rpc_time: list[float] = []
-        cpu_before = {name: cpu_seconds(service.pid()) for name, service in services.items()}
-        machine_before = machine_cpu_seconds()
-        with timed(label_post, results):
-            started = time.perf_counter()
-            posted = wallet.PostMonthlyInterest(
-                wallet_pb2.PostMonthlyInterestRequest(request_id=f"bench-{uuid.uuid4()}", month=str(month)),
-                timeout=args.timeout,
-            )
-            rpc_time.append(time.perf_counter() - started)
-            state = wait_credited(wallet_db, points_db, month, args.timeout)
-        machine_used = machine_cpu_seconds() - machine_before
-        used = {name: cpu_seconds(service.pid()) - cpu_before[name] for name, service in services.items()}
-        results.notes.append(f"  of which the RPC (posting, relay already delivering): {rpc_time[0]:.2f} s")
-        per_wallet = ", ".join(f"{name} {used[name] * 1e6 / args.wallets:.0f}" for name in SERVICES)
-        rest = (machine_used - sum(used.values())) * 1e6 / args.wallets
-        results.notes.append(
-            f"  CPU of the posting, microseconds per wallet: {per_wallet}, PostgreSQL and the rest {rest:.0f};"
-            f" machine {machine_used * 1e6 / args.wallets:.0f} ({machine_used:.1f} s of CPU in"
-            f" {results.get(label_post):.1f} s on {os.cpu_count()} CPUs)"
-        )
-        print(f"  posted {posted.wallets_posted:,} wallets, {posted.points_posted:,} points; state {state}")
-        assert posted.wallets_posted == args.wallets, posted
-        assert state["accruals"] == args.wallets and state["points_posted"] == posted.points_posted
-        assert state["lots"] == state["positive_accruals"] and state["lots_points"] == state["points_posted"], state
-        assert state["outbox_dead"] == 0, state
-        if not args.skip_limits:
-            differ = one(
-                wallet_db,
-                "SELECT count(*) FROM interest_accruals a JOIN limit_accruals l USING (wallet_id)"
-                " WHERE a.month = %(m)s AND (a.points, a.carry_out_micro, a.accrued_micro, a.basis_minor)"
-                " IS DISTINCT FROM (l.points, l.carry_out_micro, l.accrued_micro, l.basis_minor)",
-                {"m": str(month)},
-            )[0]
-            print(f"  accruals that differ from the SQL limit's: {differ}")
-            if differ:
-                print(
-                    one(
-                        wallet_db,
-                        "SELECT a.*, l.* FROM interest_accruals a JOIN limit_accruals l USING (wallet_id)"
-                        " WHERE (a.points, a.carry_out_micro, a.accrued_micro, a.basis_minor)"
-                        " IS DISTINCT FROM (l.points, l.carry_out_micro, l.accrued_micro, l.basis_minor) LIMIT 1",
-                    )
+            label_post = f"PostMonthlyInterest {month}, {args.wallets:,} wallets, until every point is in Points"
+            rpc_time: list[float] = []
+            cpu_before = {name: cpu_seconds(service.pid()) for name, service in services.items()}
+            machine_before = machine_cpu_seconds()
+            with timed(label_post, results):
+                started = time.perf_counter()
+                posted = wallet.PostMonthlyInterest(
+                    wallet_pb2.PostMonthlyInterestRequest(request_id=f"bench-{uuid.uuid4()}", month=str(month)),
+                    timeout=args.timeout,
                 )
-            assert differ == 0
-
-        with timed(f"PostMonthlyInterest {month} again (nothing to do)", results):
-            again = wallet.PostMonthlyInterest(
-                wallet_pb2.PostMonthlyInterestRequest(request_id=f"bench-{uuid.uuid4()}", month=str(month)),
-                timeout=args.timeout,
+                rpc_time.append(time.perf_counter() - started)
+                state = wait_credited(wallet_db, points_db, month, args.timeout)
+            machine_used = machine_cpu_seconds() - machine_before
+            used = {name: cpu_seconds(service.pid()) - cpu_before[name] for name, service in services.items()}
+            results.notes.append(f"  of which the RPC (posting, relay already delivering): {rpc_time[0]:.2f} s")
+            per_wallet = ", ".join(f"{name} {used[name] * 1e6 / args.wallets:.0f}" for name in SERVICES)
+            rest = (machine_used - sum(used.values())) * 1e6 / args.wallets
+            results.notes.append(
+                f"  CPU of the posting, microseconds per wallet: {per_wallet}, PostgreSQL and the rest {rest:.0f};"
+                f" machine {machine_used * 1e6 / args.wallets:.0f} ({machine_used:.1f} s of CPU in"
+                f" {results.get(label_post):.1f} s on {os.cpu_count()} CPUs)"
             )
-            state_again = wait_credited(wallet_db, points_db, month, args.timeout)
-        print(f"  again: posted {again.wallets_posted}, already {again.wallets_already_posted:,}")
-        assert again.wallets_posted == 0 and again.points_posted == 0, again
-        assert state_again == state, (state_again, state)
+            print(f"  posted {posted.wallets_posted:,} wallets, {posted.points_posted:,} points; state {state}")
+            assert posted.wallets_posted == args.wallets, posted
+            assert state["accruals"] == args.wallets and state["points_posted"] == posted.points_posted
+            assert state["lots"] == state["positive_accruals"] and state["lots_points"] == state["points_posted"], state
+            assert state["outbox_dead"] == 0, state
+            if not args.skip_limits:
+                differ = one(
+                    wallet_db,
+                    "SELECT count(*) FROM interest_accruals a JOIN limit_accruals l USING (wallet_id)"
+                    " WHERE a.month = %(m)s AND (a.points, a.carry_out_micro, a.accrued_micro, a.basis_minor)"
+                    " IS DISTINCT FROM (l.points, l.carry_out_micro, l.accrued_micro, l.basis_minor)",
+                    {"m": str(month)},
+                )[0]
+                print(f"  accruals that differ from the SQL limit's: {differ}")
+                if differ:
+                    print(
+                        one(
+                            wallet_db,
+                            "SELECT a.*, l.* FROM interest_accruals a JOIN limit_accruals l USING (wallet_id)"
+                            " WHERE (a.points, a.carry_out_micro, a.accrued_micro, a.basis_minor)"
+                            " IS DISTINCT FROM (l.points, l.carry_out_micro, l.accrued_micro, l.basis_minor) LIMIT 1",
+                        )
+                    )
+                assert differ == 0
+
+            with timed(f"PostMonthlyInterest {month} again (nothing to do)", results):
+                again = wallet.PostMonthlyInterest(
+                    wallet_pb2.PostMonthlyInterestRequest(request_id=f"bench-{uuid.uuid4()}", month=str(month)),
+                    timeout=args.timeout,
+                )
+                state_again = wait_credited(wallet_db, points_db, month, args.timeout)
+            print(f"  again: posted {again.wallets_posted}, already {again.wallets_already_posted:,}")
+            assert again.wallets_posted == 0 and again.points_posted == 0, again
+            assert state_again == state, (state_again, state)
 
         if not args.skip_expiry:
             now = datetime.now(UTC)
@@ -589,10 +599,19 @@ def main() -> None:
                 {"now": now},
             )
             available_before = one(points_db, "SELECT sum(available) FROM accounts")[0]
+            points_cpu_before, machine_before = cpu_seconds(services["points"].pid()), machine_cpu_seconds()
             with timed(f"ExpirePoints, {lots:,} lots", results):
                 expired = points.ExpirePoints(
                     points_pb2.ExpirePointsRequest(request_id=f"bench-{uuid.uuid4()}"), timeout=args.timeout
                 )
+            points_used = cpu_seconds(services["points"].pid()) - points_cpu_before
+            machine_used = machine_cpu_seconds() - machine_before
+            results.notes.append(
+                f"  CPU of the expiry, microseconds per lot: points {points_used * 1e6 / lots:.0f},"
+                f" PostgreSQL and the rest {(machine_used - points_used) * 1e6 / lots:.0f};"
+                f" machine {machine_used * 1e6 / lots:.0f} ({machine_used:.1f} s of CPU in"
+                f" {results.get(f'ExpirePoints, {lots:,} lots'):.1f} s on {os.cpu_count()} CPUs)"
+            )
             print(f"  expired {expired.lots_expired:,} lots, {expired.points_expired:,} points")
             assert (expired.points_expired, expired.lots_expired) == (before[0], before[1]), (expired, before)
             left = one(
@@ -618,17 +637,18 @@ def main() -> None:
         print(note)
     if not args.skip_limits:
         print("\nratios to the SQL limits:")
-        post = results.get(label_post)
-        for label in (
-            "SQL limit: interest of the month, one INSERT ... SELECT",
-            "SQL limit: the same with a points-ledger row per account",
-        ):
-            print(f"  interest posting / {label.removeprefix('SQL limit: ')}: {post / results.get(label):.1f}x")
+        if not args.skip_interest:
+            post = results.get(label_post)
+            for label in (
+                "SQL limit: interest of the month, one INSERT ... SELECT",
+                "SQL limit: the same with a points-ledger row per account",
+            ):
+                print(f"  interest posting / {label.removeprefix('SQL limit: ')}: {post / results.get(label):.1f}x")
         if not args.skip_expiry:
             ratio = results.get(f"ExpirePoints, {lots:,} lots") / results.get(
                 "SQL limit: expiry as one statement (lots, history lines, balances)"
             )
-            print(f"  ExpirePoints / the expiry as one statement: {ratio:.1f}x")
+            print(f"  ExpirePoints / the expiry as one statement: {ratio:.2f}x")
     print(f"\nload average before: {load_before}; after: {load_after}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     if args.profile is not None:

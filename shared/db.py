@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import select
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -139,10 +140,19 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        dbapi_connection.create_function("hashtext", 1, sqlite_hashtext, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sqlite_hashtext(value: str | None) -> int | None:
+    """SQLite's stand-in for PostgreSQL's `hashtext` (used by `shared.bulk.hash_part`): a signed
+    32-bit hash of the text, CRC-32 here."""
+    if value is None:
+        return None
+    return zlib.crc32(value.encode()) - 2**31
 
 
 def rowcount(result: Result[Any]) -> int:

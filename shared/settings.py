@@ -155,6 +155,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POINTS_TIME_ZONE", "Europe/Moscow", "Programme time zone: the days of the expiring-points list."),
     Setting("POINTS_JOB_BATCH_SIZE", "200", "Customers settled per transaction by the activation and hold jobs."),
     Setting("POINTS_EXPIRY_CHUNK_SIZE", "10000", "Lots written off per transaction by the set-based expiry job."),
+    Setting(
+        "POINTS_EXPIRY_WORKERS",
+        "2",
+        "Threads sharing the expiry job, each the customers of one hash part (never the same account).",
+    ),
     Setting("PROMOTIONS_REWARD_CONTACTS_UPDATED", "50", "Points for updating contact details (once per customer)."),
     Setting("PROMOTIONS_REWARD_PHOTO_ADDED", "50", "Points for adding a profile photo (once per customer)."),
     Setting("PROMOTIONS_REWARD_SURVEY_COMPLETED", "100", "Points for completing a survey (once per survey)."),

@@ -36,6 +36,7 @@ def config_from(settings: ServiceSettings) -> PointsConfig:
         hold_ttl=timedelta(seconds=env.integer("POINTS_HOLD_TTL_SECONDS", minimum=1)),
         job_batch=env.integer("POINTS_JOB_BATCH_SIZE", minimum=1),
         expiry_chunk=env.integer("POINTS_EXPIRY_CHUNK_SIZE", minimum=1),
+        expiry_workers=env.integer("POINTS_EXPIRY_WORKERS", minimum=1),
     )
 
 

@@ -276,3 +276,27 @@ def test_the_sql_of_the_jobs_is_plain_on_sqlite_and_postgresql(jobs: Jobs) -> No
         assert uow.session.execute(text("SELECT count(*) FROM history WHERE customer_id = 'rolled-back'")).scalar() == 2
     with runtime.db.unit_of_work() as uow:
         assert uow.session.execute(text("SELECT count(*) FROM history WHERE customer_id = 'rolled-back'")).scalar() == 0
+
+
+def test_hash_parts_split_keys_into_disjoint_parts_that_cover_them_all(jobs: Jobs) -> None:
+    # What lets the expiry's workers share the job: every customer in exactly one part.
+    from services.points.adapters.tables import Account
+    from shared import bulk
+
+    table = Account.__table__  # type: ignore[attr-defined]
+    keys = [f"part-{n}" for n in range(200)] + ["", "ключ", "x" * 64]
+    with jobs.points.app.runtime.db.unit_of_work() as uow:  # rolled back: nothing is kept
+        bulk.insert_rows(uow.session, table, [{"customer_id": key, "available": 0, "pending": 0, "held": 0,
+                                               "updated_at": jobs.clock.now()} for key in keys])  # fmt: skip
+        key = table.c.customer_id
+
+        def part(parts: int, number: int) -> set[str]:
+            found = uow.session.execute(select(key).where(key.in_(keys), bulk.hash_part(key, parts, number)))
+            return set(found.scalars())
+
+        assert part(1, 0) == set(keys)
+        parts = [part(4, number) for number in range(4)]
+    assert sorted(k for one in parts for k in one) == sorted(keys)  # disjoint and covering
+    assert all(len(one) > 20 for one in parts)  # spread, not all in one
+    with pytest.raises(ValueError, match="part 4 is not one of 4 parts"):
+        bulk.hash_part(table.c.customer_id, 4, 4)

@@ -69,7 +69,7 @@ def generic_plan(database: Database, statement: str, parameters: dict[str, Any])
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    prepared = re.sub(r"%\((\w+)\)s", placeholder, statement)
+    prepared = re.sub(r"%\((\w+)\)s", placeholder, statement).replace("%%", "%")
     conninfo = database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as connection:
         connection.execute("SET enable_seqscan = off")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from loyalty.points.v1 import points_pb2 as pb
+from sqlalchemy import event
 
 from services.points.domain.spending import Spendable, allocate
 from shared.clock import ManualClock
@@ -482,6 +484,38 @@ def test_the_expiry_job_writes_off_what_remains_idempotently_in_batches(harness:
         assert assert_consistent(api, f"c-{n}").available == 100
     expired = api.lots("c-1", pb.LOT_STATUS_EXPIRED)
     assert len(expired) == 1 and expired[0].remaining == 0
+
+
+def test_the_expiry_job_split_between_workers_writes_off_each_lot_once(harness: Harness, clock: ManualClock) -> None:
+    service = harness.start("points", POINTS_EXPIRY_CHUNK_SIZE="3", POINTS_EXPIRY_WORKERS="3")
+    api = PointsClient(service.channel())
+    customers = [f"split-{n}" for n in range(24)]
+    for n, customer in enumerate(customers):
+        for k in range(1 + n % 3):
+            api.credit(customer, 10 + k, expires_at=clock.now() + DAY)
+        api.credit(customer, 100, expires_at=clock.now() + 100 * DAY)
+    api.hold("split-0", 5, ttl=timedelta(hours=1))  # an expired hold: this one is settled through the Book
+    threads: set[str] = set()
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().startswith("UPDATE lots"):
+            threads.add(threading.current_thread().name)
+
+    engine = service.app.runtime.db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    clock.advance(2 * DAY)
+    try:
+        done = api.expire()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    lots = [n % 3 + 1 for n in range(24)]
+    assert (done.lots_expired, done.points_expired) == (sum(lots), sum(sum(10 + k for k in range(c)) for c in lots))
+    assert len({name for name in threads if name.startswith("expiry")}) == 3  # every part had lots to write off
+    assert api.expire().lots_expired == 0
+    for customer in customers:
+        assert assert_consistent(api, customer).available == 100
+        written_off = [-h.available_delta for h in api.history(customer) if h.type == pb.HISTORY_ENTRY_TYPE_EXPIRED]
+        assert sum(written_off) == sum(lot.amount for lot in api.lots(customer, pb.LOT_STATUS_EXPIRED))  # once each
 
 
 def test_the_balance_never_shows_expired_points_even_before_the_job(api: PointsClient, clock: ManualClock) -> None:

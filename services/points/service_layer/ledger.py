@@ -7,8 +7,10 @@ commit in batches of customers; views settle first if anything is due, then read
 
 from __future__ import annotations
 
+import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
@@ -70,6 +72,7 @@ class PointsConfig:
     hold_ttl: timedelta
     job_batch: int
     expiry_chunk: int = 10_000
+    expiry_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -481,17 +484,38 @@ class Ledger:
         customer order, the lots updated by one statement, one EXPIRED line each (as
         `Book.expire` writes it) and each account moved once. A customer who also has an expired
         hold or a due activation is settled through their `Book` instead, exactly as before.
-        Idempotent by nature: a written-off lot is no longer a candidate."""
+        Idempotent by nature: a written-off lot is no longer a candidate.
+
+        `expiry_workers` threads share the work, each the customers of one hash part
+        (`bulk.hash_part`): no two of them lock the same account or lot, so they cannot wait
+        on each other, and one's Python runs while another's statements run in the database.
+        Every worker is waited for; the first failure is raised after all have stopped."""
         now = self._clock.now()
+        parts = self.config.expiry_workers
+        if parts == 1:
+            return self._expire_part(now, 1, 0)
+        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="expiry") as pool:
+            running = [
+                pool.submit(contextvars.copy_context().run, self._expire_part, now, parts, part)
+                for part in range(parts)
+            ]
+        total = Settlement()
+        for done in running:
+            total.add(done.result())
+        return total
+
+    def _expire_part(self, now: datetime, parts: int, part: int) -> Settlement:
+        """`expire_due` for the customers of one hash part, until none of their lots is due."""
         total = Settlement()
         c = _lots.c
         candidate = (c.status == AVAILABLE, c.expires_at <= now, c.remaining > c.held)
+        mine = bulk.hash_part(c.customer_id, parts, part)
         while True:
             with self._db.unit_of_work() as uow:
                 session = uow.session
                 chunk = session.execute(
                     select(c.lot_id, c.customer_id)
-                    .where(*candidate)
+                    .where(*candidate, mine)
                     .order_by(c.expires_at)
                     .limit(self.config.expiry_chunk)
                 ).all()
