@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 from google.protobuf.duration_pb2 import Duration
@@ -72,22 +73,38 @@ def _prefix(wrapper: Any) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", wrapper.DESCRIPTOR.name).upper() + "_"
 
 
+@functools.cache
+def _enum_maps(wrapper: Any, domain: type[Enum]) -> tuple[dict[int, Any], dict[Any, int]]:
+    """Proto value -> domain member and back, built once per pair: every lot, hold and order
+    answer converts several enums, and deriving the prefix by a regular expression each time was
+    a tenth of Points' CPU while it wrote interest credits in batches."""
+    prefix = _prefix(wrapper)
+    from_proto = {
+        number: domain[name.removeprefix(prefix)]
+        for name, number in wrapper.items()
+        if name.removeprefix(prefix) in domain.__members__
+    }
+    return from_proto, {member: number for number, member in from_proto.items()}
+
+
 def enum_from_proto(wrapper: Any, value: int, domain: type[E], field: str) -> E:
     """The domain enum member for a proto enum value; UNSPECIFIED or unknown is INVALID_ARGUMENT."""
-    try:
-        name = wrapper.Name(value).removeprefix(_prefix(wrapper))
-    except ValueError:
-        raise InvalidArgument.field(field, f"unknown value {value}", "INVALID_ENUM_VALUE") from None
-    if name not in domain.__members__:
-        allowed = ", ".join(domain.__members__)
-        raise InvalidArgument.field(field, f"must be one of {allowed}", "INVALID_ENUM_VALUE")
-    return domain[name]
+    member = _enum_maps(wrapper, domain)[0].get(value)
+    if member is not None:
+        return cast(E, member)
+    if value not in wrapper.values():
+        raise InvalidArgument.field(field, f"unknown value {value}", "INVALID_ENUM_VALUE")
+    allowed = ", ".join(domain.__members__)
+    raise InvalidArgument.field(field, f"must be one of {allowed}", "INVALID_ENUM_VALUE")
 
 
 def enum_to_proto(wrapper: Any, member: Enum) -> Any:
     """The proto enum value of a domain member (typed Any: each generated enum has its own
     `ValueType`, which is what the message constructors expect)."""
-    return wrapper.Value(_prefix(wrapper) + member.name)
+    try:
+        return _enum_maps(wrapper, type(member))[1][member]
+    except KeyError:
+        raise ValueError(f"{wrapper.DESCRIPTOR.name} has no value for {member!r}") from None
 
 
 def method_path(file_descriptor: FileDescriptor, service: str, method: str) -> str:

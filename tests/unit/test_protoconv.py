@@ -35,6 +35,25 @@ def test_a_proto_value_the_domain_does_not_know_is_refused() -> None:
         enum_from_proto(points_pb2.PointsSource, points_pb2.POINTS_SOURCE_SURVEY, OnlyPurchase, "source")
 
 
+@given(st.sampled_from(list(points_pb2.PointsSource.values())))
+def test_each_proto_value_maps_to_the_member_named_after_it(value: int) -> None:
+    name = points_pb2.PointsSource.Name(value).removeprefix("POINTS_SOURCE_")
+    if name in PointsSource.__members__:
+        assert enum_from_proto(points_pb2.PointsSource, value, PointsSource, "source") is PointsSource[name]
+        assert enum_to_proto(points_pb2.PointsSource, PointsSource[name]) == value
+    else:
+        with pytest.raises(InvalidArgument, match="must be one of"):
+            enum_from_proto(points_pb2.PointsSource, value, PointsSource, "source")
+
+
+def test_a_domain_member_the_proto_does_not_know_cannot_be_sent() -> None:
+    class Elsewhere(StrEnum):
+        MARS = "MARS"
+
+    with pytest.raises(ValueError, match="PointsSource has no value for"):
+        enum_to_proto(points_pb2.PointsSource, Elsewhere.MARS)
+
+
 # hypothesis takes naive bounds and attaches the zone itself
 @given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))  # noqa: DTZ001
 def test_timestamps_round_trip_to_the_microsecond(instant: datetime) -> None:
