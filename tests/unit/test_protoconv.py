@@ -36,7 +36,7 @@ def test_a_proto_value_the_domain_does_not_know_is_refused() -> None:
 
 
 @given(st.sampled_from(list(points_pb2.PointsSource.values())))
-def test_each_proto_value_maps_to_the_member_named_after_it(value: int) -> None:
+def test_each_proto_value_maps_to_the_member_named_after_it(value: points_pb2.PointsSource.ValueType) -> None:
     name = points_pb2.PointsSource.Name(value).removeprefix("POINTS_SOURCE_")
     if name in PointsSource.__members__:
         assert enum_from_proto(points_pb2.PointsSource, value, PointsSource, "source") is PointsSource[name]
