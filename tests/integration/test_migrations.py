@@ -33,3 +33,43 @@ def test_migrations_match_the_tables_and_downgrade_cleanly(service: str, databas
         upgrade(database, bootstrap.MIGRATIONS)  # and forward again
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize("service", ["wallet", "points", "promotions", "checkout"])
+def test_large_answers_and_payloads_are_compressed_with_lz4_where_postgresql_offers_it(
+    service: str, databases: Databases
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from shared.runtime_tables import LARGE_BLOBS
+
+    bootstrap = importlib.import_module(f"services.{service}.bootstrap")
+    database = Database(databases.new(f"{service}_lz4"))
+    try:
+        upgrade(database, bootstrap.MIGRATIONS)
+        if database.engine.dialect.name != "postgresql":
+            pytest.skip("column compression is PostgreSQL's; SQLite stores values as they are")
+        with database.engine.connect() as connection:
+            offered = connection.execute(
+                text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+            ).scalar_one()
+
+            def methods() -> set[str]:
+                return {
+                    connection.execute(
+                        text(
+                            "SELECT attcompression FROM pg_attribute"
+                            " WHERE attrelid = CAST(:table AS regclass) AND attname = :column"
+                        ),
+                        {"table": table, "column": column},
+                    ).scalar_one()
+                    for table, column in LARGE_BLOBS
+                }
+
+            assert methods() == ({"l"} if "lz4" in offered else {""})  # "" is the server's default, pglz
+            connection.rollback()
+            command.downgrade(alembic_config(bootstrap.MIGRATIONS, database), "-1")
+            assert methods() <= {"p", ""}
+    finally:
+        database.dispose()
