@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from loyalty.points.v1 import points_pb2
 
 from services.points.domain.lots import Lifetimes, PointsSource, group_expiring
 from services.points.domain.spending import (
@@ -21,6 +22,7 @@ from services.points.domain.spending import (
     split_capture,
     split_return,
 )
+from services.points.entrypoints.grpc_api import credit_answer
 from shared.errors import FailedPrecondition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -152,3 +154,21 @@ def test_lifetimes_by_source_override_the_default_and_bad_ones_are_refused() -> 
     for bad in ("PROMO=90", "PROMO_CODE=0", "PROMO_CODE", "CAMPAIGN=x"):
         with pytest.raises(ValueError):
             Lifetimes.parse(365, bad)
+
+
+@given(
+    st.builds(
+        points_pb2.Lot,
+        lot_id=st.text(max_size=40),
+        customer_id=st.text(max_size=64),
+        amount=st.integers(min_value=0, max_value=2**62),
+        remaining=st.integers(min_value=0, max_value=2**62),
+        reference=st.text(max_size=200),
+        reason=st.text(max_size=500),  # answers longer than 127 bytes: a length of two bytes or more
+        status=st.sampled_from(list(points_pb2.LotStatus.values())),
+    )
+)
+def test_a_batch_stores_each_credit_answer_exactly_as_credit_points_serializes_it(lot: points_pb2.Lot) -> None:
+    expected = points_pb2.CreditPointsResponse(lot=lot).SerializeToString(deterministic=True)
+    assert credit_answer(lot) == expected
+    assert points_pb2.CreditPointsResponse.FromString(credit_answer(lot)).lot == lot

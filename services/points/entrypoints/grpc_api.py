@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -61,32 +61,48 @@ class _LotConversions:
 
 
 def lot_to_proto(lot: Lot | NewLot, convert: _LotConversions | None = None) -> points_pb2.Lot:
-    convert = convert or _LotConversions()
-    message = points_pb2.Lot(
-        lot_id=lot.lot_id,
-        customer_id=lot.customer_id,
-        amount=lot.amount,
-        remaining=lot.remaining,
-        held=lot.held,
-        source=convert.source(lot.source),
-        reference=lot.reference,
-        create_time=convert.stamp(lot.created_at),
-        status=convert.status(lot.status),
-        reason=lot.reason,
-        operator_id=lot.operator_id,
-    )
+    message = points_pb2.Lot()
+    fill_lot(message, lot, convert or _LotConversions())
+    return message
+
+
+def fill_lot(message: points_pb2.Lot, lot: Lot | NewLot, convert: _LotConversions) -> None:
+    """`lot_to_proto` into a message that already sits in its answer (no copy)."""
+    message.lot_id = lot.lot_id
+    message.customer_id = lot.customer_id
+    message.amount = lot.amount
+    message.remaining = lot.remaining
+    message.held = lot.held
+    message.source = convert.source(lot.source)
+    message.reference = lot.reference
+    message.create_time.CopyFrom(convert.stamp(lot.created_at))
+    message.status = convert.status(lot.status)
+    message.reason = lot.reason
+    message.operator_id = lot.operator_id
     if lot.available_at is not None:
         message.available_at.CopyFrom(convert.stamp(lot.available_at))
     if lot.expires_at is not None:
         message.expires_at.CopyFrom(convert.stamp(lot.expires_at))
-    return message
 
 
-def new_lots_to_proto(lots: Sequence[NewLot]) -> list[points_pb2.Lot]:
-    """`lot_to_proto` of many new lots (a set-based credit's answers), sharing one set of
-    conversions."""
-    convert = _LotConversions()
-    return [lot_to_proto(lot, convert) for lot in lots]
+# `CreditPointsResponse` is one field, the lot: its wire form is that field's tag, the lot's length
+# and the lot, so a batch stores each credit's answer from the lot already in the batch's answer.
+_CREDIT_LOT = points_pb2.CreditPointsResponse.DESCRIPTOR.fields_by_name["lot"]
+assert len(points_pb2.CreditPointsResponse.DESCRIPTOR.fields) == 1, "credit_answer writes the lot field only"
+_CREDIT_LOT_TAG = bytes([_CREDIT_LOT.number << 3 | 2])  # wire type 2: length-delimited
+
+
+def credit_answer(lot: points_pb2.Lot) -> bytes:
+    """`CreditPointsResponse(lot=lot).SerializeToString(deterministic=True)`, without building
+    the response (which copies the lot)."""
+    body = lot.SerializeToString(deterministic=True)
+    size = len(body)
+    length = bytearray()
+    while size > 0x7F:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return _CREDIT_LOT_TAG + bytes(length) + body
 
 
 def hold_to_proto(view: HoldView) -> points_pb2.Hold:
@@ -197,23 +213,29 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             raise InvalidArgument.field("requests", f"must hold at most {MAX_BATCH} credits", "BATCH_TOO_LARGE")
 
         def effect(uow: UnitOfWork) -> points_pb2.BatchCreditPointsResponse:
-            results = self._batch_credit(uow, list(request.requests))
-            return points_pb2.BatchCreditPointsResponse(results=results)
+            response = points_pb2.BatchCreditPointsResponse()
+            self._batch_credit(uow, list(request.requests), response)
+            return response
 
         return self._run("BatchCreditPoints", request, points_pb2.BatchCreditPointsResponse, effect)
 
     def _batch_credit(
-        self, uow: UnitOfWork, items: list[points_pb2.CreditPointsRequest]
-    ) -> list[points_pb2.BatchCreditPointsResult]:
+        self,
+        uow: UnitOfWork,
+        items: list[points_pb2.CreditPointsRequest],
+        response: points_pb2.BatchCreditPointsResponse,
+    ) -> None:
         """Each item as `CreditPoints` would answer it, in one transaction. Available credits of
         customers with nothing due are written set-based (`Ledger.write_credits`: their keys in
         one statement, then lots, lines and balances); pending credits, and customers with
         something due, go through their `Book` one by one under a savepoint, as before. Every
         customer's account is locked first, in customer order, so concurrent batches cannot
-        deadlock."""
-        results = [points_pb2.BatchCreditPointsResult(request_id=item.request_id) for item in items]
+        deadlock. The results are written into `response` in place: a lot is built once, where
+        the answer holds it, and each credit's stored answer is serialized from there."""
+        results = [response.results.add(request_id=item.request_id) for item in items]
 
         def refuse(index: int, error: DomainError) -> None:
+            results[index].ClearField("lot")
             results[index].error_code = error.code.value[0]
             results[index].error_reason = error.reason
             results[index].error_message = error.message
@@ -248,11 +270,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             else:
                 fast.append(index)
         lots = self._ledger.new_lots([credits[i] for i in fast])
-        answers = {
-            i: points_pb2.CreditPointsResponse(lot=lot) for i, lot in zip(fast, new_lots_to_proto(lots), strict=True)
-        }
+        convert = _LotConversions()
+        for i, lot in zip(fast, lots, strict=True):
+            fill_lot(results[i].lot, lot, convert)
         claimed = self._idempotency.claim_many(
-            uow, CREDIT_SCOPE, [(items[i].request_id, request_fingerprint(items[i]), answers[i]) for i in fast]
+            uow,
+            CREDIT_SCOPE,
+            [(items[i].request_id, request_fingerprint(items[i]), credit_answer(results[i].lot)) for i in fast],
         )
         self._ledger.write_credits(
             uow, [lot for i, lot in zip(fast, lots, strict=True) if items[i].request_id in claimed]
@@ -265,8 +289,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                     self._answer(results, index, items[index], late_stored[items[index].request_id], refuse)
                 else:
                     slow.append(index)
-            else:
-                results[index].lot.CopyFrom(answers[index].lot)
         for index in sorted(slow, key=lambda i: credits[i].customer_id):
             try:
                 answer = self._idempotency.run_nested(
@@ -292,7 +314,6 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 )
             else:
                 results[index].CopyFrom(origin)
-        return results
 
     def _answer(
         self,
