@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile screenshots bench bench-path bench-jobs bench-experiments
+.PHONY: help venv run test test-sqlite test-postgres lint fmt protos protos-check buf-lint migrate k8s-check image lock clean reconcile screenshots bench bench-instructions bench-path bench-jobs bench-experiments
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,10 +28,13 @@ $(BUF): package.json package-lock.json
 run: $(STAMP) ## Start every service on SQLite with demo data (Ctrl-C stops them)
 	$(PY) -m shared.launcher
 
-bench: bench-path bench-jobs bench-experiments ## Every benchmark in turn on PostgreSQL (minutes; figures in docs/benchmarks.md)
+bench: bench-instructions bench-path bench-jobs bench-experiments ## Every benchmark in turn on PostgreSQL (minutes; figures in docs/benchmarks.md)
 
 bench-experiments: $(STAMP) ## Benchmark experiment sampling and results, 100,000 of 1,000,000 customers, on PostgreSQL
 	$(PY) -m bench.experiments
+
+bench-instructions: $(STAMP) ## Count the instructions of an order and of a 1,000-credit batch under callgrind (repeatable within 1 %)
+	$(PY) -m bench.instructions $(BENCH_INSTRUCTIONS_ARGS)
 
 bench-path: $(STAMP) ## Benchmark place-order, quote and reads through the gateway on PostgreSQL (docs/benchmarks.md)
 	$(PY) -m bench.path --out var/bench/path.json $(BENCH_PATH_ARGS)
