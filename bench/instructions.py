@@ -120,10 +120,10 @@ def _credits(harness: Harness) -> Prepare:
 def _orders(harness: Harness) -> Prepare:
     from loyalty.checkout.v1 import checkout_pb2, checkout_pb2_grpc
     from loyalty.common.v1 import payment_pb2
-    from loyalty.points.v1 import points_pb2, points_pb2_grpc
-    from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+    from loyalty.points.v1 import points_pb2_grpc
+    from loyalty.wallet.v1 import wallet_pb2_grpc
 
-    from bench.path import POINTS_CREDIT, POINTS_PER_ORDER, PRICE_MINOR, SKU, TOP_UP_MINOR
+    from bench.path import POINTS_PER_ORDER, PRICE_MINOR, SKU, seed_customer
     from shared.protoconv import money
 
     services = [_start(harness, name) for name in ("points", "promotions", "wallet", "checkout")]
@@ -142,25 +142,7 @@ def _orders(harness: Harness) -> Prepare:
     def prepare(units: int, label: str) -> Callable[[], None]:
         customers = [f"bench-{label}-{number:04d}" for number in range(units)]
         for customer in customers:  # one order each, so no order waits for another's hold
-            wallet_stub.TopUp(
-                wallet_pb2.TopUpRequest(
-                    request_id=f"{customer}:top-up",
-                    customer_id=customer,
-                    amount=money(TOP_UP_MINOR),
-                    card_token="tok_ok",
-                ),
-                timeout=600,
-            )
-            points_stub.CreditPoints(
-                points_pb2.CreditPointsRequest(
-                    request_id=f"{customer}:points",
-                    customer_id=customer,
-                    points=POINTS_CREDIT,
-                    source=points_pb2.POINTS_SOURCE_CAMPAIGN,
-                    reference="bench:seed",
-                ),
-                timeout=600,
-            )
+            seed_customer(wallet_stub, points_stub, customer, timeout=600)
         deliver()
 
         def run() -> None:

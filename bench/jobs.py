@@ -469,6 +469,14 @@ def summarise_profile(path: Path, top: int = 12) -> str:
 # --- the run -------------------------------------------------------------------------------------
 
 
+def setting_pair(text: str) -> tuple[str, str]:
+    """`NAME=VALUE` of `--service-env`."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--wallets", type=int, default=1_000_000)
@@ -482,6 +490,7 @@ def main() -> None:
         "--service-env",
         action="append",
         default=[],
+        type=setting_pair,
         metavar="NAME=VALUE",
         help="a setting for every service (e.g. POINTS_EXPIRY_WORKERS=1 to compare); may be repeated",
     )
@@ -512,7 +521,7 @@ def main() -> None:
             "PEER_DEADLINE_MS": "120000",
             "DB_AUTO_MIGRATE": "true",
             "METRICS_PORT": "0",
-            **dict(setting.split("=", 1) for setting in args.service_env),
+            **dict(args.service_env),
             **{f"{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in ports.items()},
         }
         for name in SERVICES:

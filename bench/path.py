@@ -344,6 +344,31 @@ def customer_ids(run: str, count: int) -> list[str]:
     return [f"bench-{run}-{index:06d}" for index in range(count)]
 
 
+def seed_customer(
+    wallet: wallet_pb2_grpc.WalletServiceStub,
+    points: points_pb2_grpc.PointsServiceStub,
+    customer: str,
+    timeout: float = 30,
+) -> None:
+    """A customer's wallet money and points for the orders of a benchmark (`TOP_UP_MINOR`, `POINTS_CREDIT`)."""
+    wallet.TopUp(
+        wallet_pb2.TopUpRequest(
+            request_id=f"{customer}:top-up", customer_id=customer, amount=money(TOP_UP_MINOR), card_token="tok_ok"
+        ),
+        timeout=timeout,
+    )
+    points.CreditPoints(
+        points_pb2.CreditPointsRequest(
+            request_id=f"{customer}:points",
+            customer_id=customer,
+            points=POINTS_CREDIT,
+            source=points_pb2.POINTS_SOURCE_CAMPAIGN,
+            reference="bench:seed",
+        ),
+        timeout=timeout,
+    )
+
+
 def seed(platform: Platform, customers: Sequence[str]) -> None:
     with grpc.insecure_channel(platform.target("checkout")) as channel:
         checkout_pb2_grpc.CheckoutServiceStub(channel).UpsertProduct(
@@ -360,27 +385,9 @@ def seed(platform: Platform, customers: Sequence[str]) -> None:
     wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
     points = points_pb2_grpc.PointsServiceStub(points_channel)
 
-    def one(customer: str) -> None:
-        wallet.TopUp(
-            wallet_pb2.TopUpRequest(
-                request_id=f"{customer}:top-up", customer_id=customer, amount=money(TOP_UP_MINOR), card_token="tok_ok"
-            ),
-            timeout=30,
-        )
-        points.CreditPoints(
-            points_pb2.CreditPointsRequest(
-                request_id=f"{customer}:points",
-                customer_id=customer,
-                points=POINTS_CREDIT,
-                source=points_pb2.POINTS_SOURCE_CAMPAIGN,
-                reference="bench:seed",
-            ),
-            timeout=30,
-        )
-
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(one, customers))
+            list(pool.map(lambda customer: seed_customer(wallet, points, customer), customers))
     finally:
         wallet_channel.close()
         points_channel.close()

@@ -77,7 +77,7 @@ def _prefix(wrapper: Any) -> str:
 def _enum_maps(wrapper: Any, domain: type[Enum]) -> tuple[dict[int, Any], dict[Any, int]]:
     """Proto value -> domain member and back, built once per pair: every lot, hold and order
     answer converts several enums, and deriving the prefix by a regular expression each time was
-    a tenth of Points' CPU while it wrote interest credits in batches."""
+    about 7 % of Points' samples while it wrote interest credits in batches."""
     prefix = _prefix(wrapper)
     from_proto = {
         number: domain[name.removeprefix(prefix)]

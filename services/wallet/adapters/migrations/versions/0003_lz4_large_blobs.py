@@ -1,6 +1,6 @@
 """Stored answers and outbox payloads compressed with lz4 instead of pglz where PostgreSQL offers
 it (shared.runtime_tables.compress_large_blobs): a batch's answer or payload is stored in a third
-of the time, as small.
+of the time, as small as before.
 
 Revision ID: 0003
 Revises: 0002
