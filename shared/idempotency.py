@@ -198,11 +198,11 @@ class Idempotency:
         ).all()
         return {row[0]: (row[1], row[2]) for row in rows}
 
-    def claim_many(self, uow: UnitOfWork, scope: str, keys: Sequence[tuple[str, str, Message | bytes]]) -> set[str]:
+    def claim_many(self, uow: UnitOfWork, scope: str, keys: Sequence[tuple[str, str, bytes]]) -> set[str]:
         """Store (request id, fingerprint, answer) keys in one statement, in the caller's
         transaction; returns the ids claimed. An id another transaction holds is left out (it
         waits for that transaction, as `run` does): the caller answers it from `stored_many`.
-        An answer given as bytes is its deterministic wire form already."""
+        Each answer is given in its deterministic wire form (`SerializeToString(deterministic=True)`)."""
         if not keys:
             return set()
         now = self._clock.now()
@@ -220,7 +220,7 @@ class Idempotency:
                     "scope": scope,
                     "ids": bulk.array(key[0] for key in ordered),
                     "hashes": bulk.array(key[1] for key in ordered),
-                    "responses": bulk.array(_wire(key[2]) for key in ordered),
+                    "responses": bulk.array(key[2] for key in ordered),
                     "now": now,
                 },
             )
@@ -230,7 +230,7 @@ class Idempotency:
                 "scope": scope,
                 "request_id": request_id,
                 "request_hash": fingerprint,
-                "response": _wire(response),
+                "response": response,
                 "created_at": now,
             }
             for request_id, fingerprint, response in ordered
@@ -295,7 +295,3 @@ class Idempotency:
         if payload is None:  # cannot happen: key and answer commit together
             raise Internal("IDEMPOTENCY_RECORD_INCOMPLETE", f"request {request_id} has no stored answer")
         return response_type.FromString(payload)
-
-
-def _wire(answer: Message | bytes) -> bytes:
-    return answer if isinstance(answer, bytes) else answer.SerializeToString(deterministic=True)
