@@ -28,7 +28,6 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import client_interceptor, filters, grpcext, server_interceptor
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.metrics import UpDownCounter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -40,13 +39,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Engine, event
 
 from shared.metrics import Metrics, RpcMetricsInterceptor
+from shared.rpc_spans import ServerSpans, TracedChannel
 from shared.settings import SettingsError
 
 VERSION = "0.1.0"
 
 log = logging.getLogger(__name__)
-
-_NOT_HEALTH = filters.negate(filters.service_name("grpc.health.v1.Health"))
 
 # Request fields copied onto the server span. Ids and quantities only: anything else (card
 # tokens, promo codes, reasons, names) is left out by construction.
@@ -225,17 +223,15 @@ class Telemetry:
 
     def server_interceptor(self) -> grpc.ServerInterceptor:
         """The outermost interceptor: the server span, parented by the caller's trace context."""
-        interceptor: grpc.ServerInterceptor = server_interceptor(tracer_provider=self.provider, filter_=_NOT_HEALTH)
-        return interceptor
+        return ServerSpans(self.provider)
 
     def rpc_interceptor(self) -> grpc.ServerInterceptor:
         """The innermost interceptor: RPC metrics, the outcome reason and request ids on the span."""
         return RpcMetricsInterceptor(self.metrics, annotate=annotate_current_span)
 
     def intercept_channel(self, channel: grpc.Channel) -> grpc.Channel:
-        interceptor = client_interceptor(tracer_provider=self.provider, filter_=_NOT_HEALTH)
-        intercepted: grpc.Channel = grpcext.intercept_channel(channel, interceptor)
-        return intercepted
+        """`channel` with a client span per call and the trace context in the metadata."""
+        return TracedChannel(channel, self.provider)
 
     def instrument_engine(self, engine: Engine) -> None:
         tracer = self.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy", VERSION)
