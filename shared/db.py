@@ -236,8 +236,10 @@ class Database:
                 rows = uow.session.execute(statement, params).all()
                 uow.commit()
             return rows
-        with self.read() as session:  # autocommit there
-            return session.execute(statement, params).all()
+        # A connection, not an ORM session: one statement needs none of a session's bookkeeping
+        # (an outbox relay's empty poll cost about a third less this way).
+        with self._autocommit_engine.connect() as connection:
+            return connection.execute(statement, params).all()
 
     def ping(self) -> bool:
         """True when the database answers and holds this service's schema."""
