@@ -2,11 +2,19 @@
 
 The request id and a fingerprint of the request are stored in the same transaction as the
 effect, together with the serialized answer. A replay of the same request returns the first
-answer without touching anything; the same id with a different request is rejected with
-ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED. Two concurrent first attempts cannot both take effect:
-the key row is inserted before the effect (`INSERT ... ON CONFLICT DO NOTHING`), so the loser's
-insert waits on the primary key until the winner commits, inserts nothing, and the loser returns
-the winner's answer without running the effect.
+answer and changes nothing; the same id with a different request is rejected with
+ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED.
+
+`run` inserts the key with the answer after the effect, in one statement (`INSERT ... ON
+CONFLICT DO NOTHING RETURNING`), and commits both only if that inserted it. Otherwise the key
+was there already, or a concurrent first attempt held it (the insert waits for that transaction
+on the primary key, and finds it once it commits): the effect is rolled back and the stored answer
+returned. So two concurrent first attempts cannot both take effect, and a new request costs one
+statement for its key, where claiming the key first and storing the answer later cost two. A
+replay runs the effect before it learns it is one; when the effect refuses (a hold already
+captured, a unique row already there), the stored answer is looked for before the refusal is
+returned. Effects must therefore only change the database: a call to the outside world belongs
+before the transaction, behind `replay` (as the acquirer's is).
 
 A request that fails with a domain error leaves no key behind (its transaction rolled back with
 everything else), so it may be retried with the same id once the cause is fixed.
@@ -26,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from shared import bulk
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
-from shared.errors import AlreadyExists, Internal, InvalidArgument
+from shared.errors import AlreadyExists, DomainError, Internal, InvalidArgument
 
 R = TypeVar("R", bound=Message)
 Stored = tuple[str, bytes | None]  # (request fingerprint, serialized answer)
@@ -66,10 +74,11 @@ class Idempotency:
         self._insert_new = (
             dialect.insert(table).on_conflict_do_nothing(index_elements=["scope", "request_id"]).returning(t.request_id)
         )
-        self._claim_new = self._insert_new.values(
+        self._insert_answer = self._insert_new.values(
             scope=bindparam("key_scope"),
             request_id=bindparam("key_request_id"),
             request_hash=bindparam("key_hash"),
+            response=bindparam("key_response"),
             created_at=bindparam("key_now", type_=t.created_at.type),
         )
         self._store_answer = update(table).where(*key).values(response=bindparam("key_response"))
@@ -87,18 +96,24 @@ class Idempotency:
         validate_request_id(request_id)
         fingerprint = request_fingerprint(request)
         for _ in range(3):
+            refusal: DomainError | IntegrityError | None = None
             with self._db.unit_of_work() as uow:
-                if not self._claim_if_new(uow, scope, request_id, fingerprint):
-                    # Used before, or by a concurrent first attempt that has committed meanwhile
-                    # (the insert waited for it): answer with the stored answer.
-                    stored = self._stored(uow, scope, request_id)
-                    if stored is not None:
-                        return self._replay(stored, fingerprint, response_type, request_id)
-                    continue  # that attempt rolled back after all: try again
-                response = effect(uow)
-                self._store(uow, scope, request_id, response)
-                uow.commit()
-                return response
+                try:
+                    response = effect(uow)
+                except (DomainError, IntegrityError) as error:
+                    refusal = error  # perhaps because the request was made before: looked at below
+                else:
+                    if self._insert_key(uow, scope, request_id, fingerprint, response):
+                        uow.commit()
+                        return response
+            # Rolled back. The key is there (used before, or by a concurrent first attempt that
+            # has committed meanwhile), or the effect refused a new request.
+            stored = self._stored_alone(scope, request_id)
+            if stored is not None:
+                return self._replay(stored, fingerprint, response_type, request_id)
+            if refusal is not None:
+                raise refusal
+            # The key was taken and is gone again (`forget`): try again.
         raise Internal("IDEMPOTENCY_RACE", f"request {request_id} kept racing with itself")
 
     def replay(self, scope: str, request: Message, response_type: type[R]) -> R | None:
@@ -256,20 +271,25 @@ class Idempotency:
         )
         uow.flush()
 
-    def _claim_if_new(self, uow: UnitOfWork, scope: str, request_id: str, fingerprint: str) -> bool:
-        """Insert the key unless it exists, in one statement: True when this call inserted it.
-
-        The common case (a new request) costs one statement instead of a lookup and an insert.
-        On PostgreSQL an insert that meets a concurrent uncommitted key waits for that
-        transaction: it then inserts (the other rolled back) or does nothing (it committed)."""
-        claimed = uow.session.execute(
-            self._claim_new,
-            {"key_scope": scope, "key_request_id": request_id, "key_hash": fingerprint, "key_now": self._clock.now()},
+    def _insert_key(self, uow: UnitOfWork, scope: str, request_id: str, fingerprint: str, response: Message) -> bool:
+        """Insert the key with its answer unless the key exists, in one statement: True when
+        this call inserted it. On PostgreSQL an insert that meets a concurrent uncommitted key
+        waits for that transaction: it then inserts (the other rolled back) or does nothing (it
+        committed)."""
+        inserted = uow.session.execute(
+            self._insert_answer,
+            {
+                "key_scope": scope,
+                "key_request_id": request_id,
+                "key_hash": fingerprint,
+                "key_response": response.SerializeToString(deterministic=True),
+                "key_now": self._clock.now(),
+            },
         ).first()
-        return claimed is not None
+        return inserted is not None
 
     def _store(self, uow: UnitOfWork, scope: str, request_id: str, response: Message) -> None:
-        """Keep the answer with the key claimed before the effect."""
+        """Keep the answer with the key claimed before the effect (`run_nested`)."""
         uow.session.execute(
             self._store_answer,
             {
@@ -278,6 +298,12 @@ class Idempotency:
                 "key_response": response.SerializeToString(deterministic=True),
             },
         )
+
+    def _stored_alone(self, scope: str, request_id: str) -> Stored | None:
+        """`_stored` in a read of its own (after the caller's transaction rolled back)."""
+        with self._db.read() as session:
+            row = session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
+        return None if row is None else (row[0], row[1])
 
     def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
         row = uow.session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
