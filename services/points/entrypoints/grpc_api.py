@@ -226,9 +226,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         response: points_pb2.BatchCreditPointsResponse,
     ) -> None:
         """Each item as `CreditPoints` would answer it, in one transaction. Available credits of
-        customers with nothing due are written set-based (`Ledger.write_credits`: their keys in
-        one statement, then lots, lines and balances); pending credits, and customers with
-        something due, go through their `Book` one by one under a savepoint, as before. Every
+        customers with nothing due are written set-based (their keys with their answers in one
+        statement, then `Ledger.write_credits`: lots, lines and balances); pending credits, and
+        customers with something due, go through their `Book` one by one under a savepoint. Every
         customer's account is locked first, in customer order, so concurrent batches cannot
         deadlock. The results are written into `response` in place: a lot is built once, where
         the answer holds it, and each credit's stored answer is serialized from there."""
@@ -258,14 +258,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 repeats.append(index)
             else:
                 first[items[index].request_id] = index
-        stored = self._idempotency.stored_many(uow, CREDIT_SCOPE, list(first))
+        # Credits made before are not looked for first: a new batch has none, and a credit that
+        # has a key meets it when the keys are inserted (then it is answered from it, below).
         due = self._ledger.lock_customers(uow, sorted({credits[i].customer_id for i in first.values()}))
         fast: list[int] = []
         slow: list[int] = []
-        for request_id, index in first.items():
-            if request_id in stored:
-                self._answer(results, index, items[index], stored[request_id], refuse)
-            elif credits[index].pending or credits[index].customer_id in due:
+        for index in first.values():
+            if credits[index].pending or credits[index].customer_id in due:
                 slow.append(index)
             else:
                 fast.append(index)
@@ -281,7 +280,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._ledger.write_credits(
             uow, [lot for i, lot in zip(fast, lots, strict=True) if items[i].request_id in claimed]
         )
-        late = [i for i in fast if items[i].request_id not in claimed]  # a concurrent first attempt committed
+        late = [i for i in fast if items[i].request_id not in claimed]  # made before, or by a concurrent attempt
         late_stored = self._idempotency.stored_many(uow, CREDIT_SCOPE, [items[i].request_id for i in late])
         for index in fast:
             if index in late:
