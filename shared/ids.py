@@ -26,22 +26,32 @@ _RANDOM_B_BITS = 62
 VERSION = 7
 
 
-def uuid7(unix_ms: int | None = None, random_bits: int | None = None) -> uuid.UUID:
-    """A version 7 UUID for `unix_ms` (now by default), with 74 random bits (`random_bits` only
-    for tests)."""
+def _value(unix_ms: int | None, random_bits: int | None) -> int:
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
     if not 0 <= ms < 1 << _TIME_BITS:
         raise ValueError(f"unix_ms out of the 48-bit range: {ms}")
     bits = int.from_bytes(os.urandom(10), "big") if random_bits is None else random_bits
     random_a = (bits >> _RANDOM_B_BITS) & ((1 << _RANDOM_A_BITS) - 1)
     random_b = bits & ((1 << _RANDOM_B_BITS) - 1)
-    value = ms << 80 | VERSION << 76 | random_a << 64 | 0b10 << 62 | random_b
-    return uuid.UUID(int=value)
+    return ms << 80 | VERSION << 76 | random_a << 64 | 0b10 << 62 | random_b
+
+
+def uuid7(unix_ms: int | None = None, random_bits: int | None = None) -> uuid.UUID:
+    """A version 7 UUID for `unix_ms` (now by default), with 74 random bits (`random_bits` only
+    for tests)."""
+    return uuid.UUID(int=_value(unix_ms, random_bits))
+
+
+def uuid7_text(unix_ms: int | None = None, random_bits: int | None = None) -> str:
+    """`str(uuid7(...))`, formatted directly: about half the time of building the `UUID` and
+    printing it, which a batch of 1,000 credits did 1,000 times."""
+    text = f"{_value(unix_ms, random_bits):032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def new_id() -> str:
     """The id of a new row: a version 7 UUID in its canonical 36-character text form."""
-    return str(uuid7())
+    return uuid7_text()
 
 
 def unix_ms_of(identifier: str) -> int:

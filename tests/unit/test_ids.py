@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ids import new_id, unix_ms_of, uuid7
+from shared.ids import new_id, unix_ms_of, uuid7, uuid7_text
 
 millis = st.integers(min_value=0, max_value=(1 << 48) - 1)
 randoms = st.integers(min_value=0, max_value=(1 << 80) - 1)
@@ -21,6 +21,7 @@ def test_an_id_is_a_version_7_rfc_uuid_of_its_millisecond(ms: int, bits: int) ->
     text = str(made)
     assert len(text) == 36 and text == text.lower() and uuid.UUID(text) == made
     assert unix_ms_of(text) == ms
+    assert uuid7_text(ms, bits) == text  # the text new_id gives, formatted without the UUID
 
 
 @given(first=millis, second=millis, bits_first=randoms, bits_second=randoms)
