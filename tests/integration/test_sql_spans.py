@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.metrics import UpDownCounter
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import Engine, text
 
 from shared.db import create_db_engine
-from shared.telemetry import StatementSpans, untraced
+from shared.telemetry import PoolUsage, StatementSpans, untraced
 from tests.harness import Databases
 
-Instrument = Callable[[trace.Tracer, Engine, UpDownCounter], object]
+Instrument = Callable[[trace.Tracer, Engine, Meter], object]
 
 
 def recorded(url: str, instrument: Instrument) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
@@ -31,10 +31,10 @@ def recorded(url: str, instrument: Instrument) -> tuple[list[tuple[Any, ...]], d
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    usage = MeterProvider(metric_readers=[reader]).get_meter("m").create_up_down_counter("db.client.connections.usage")
+    meter = MeterProvider(metric_readers=[reader]).get_meter("m")
     tracer = provider.get_tracer("test")
     engine = create_db_engine(url, pool_size=2)
-    instrument(tracer, engine, usage)
+    instrument(tracer, engine, meter)
     try:
         with tracer.start_as_current_span("rpc"):
             with engine.connect() as connection:
@@ -76,8 +76,11 @@ def recorded(url: str, instrument: Instrument) -> tuple[list[tuple[Any, ...]], d
 
 
 def test_statement_spans_are_the_instrumentation_libraries_spans(databases: Databases) -> None:
-    ours = recorded(databases.new("sql_spans"), lambda t, e, u: StatementSpans(t, e, u))
-    theirs = recorded(databases.new("sql_spans"), lambda t, e, u: EngineTracer(t, e, u))  # type: ignore[no-untyped-call]
+    ours = recorded(databases.new("sql_spans"), lambda t, e, m: StatementSpans(t, e, PoolUsage(m)))
+    theirs = recorded(
+        databases.new("sql_spans"),
+        lambda t, e, m: EngineTracer(t, e, m.create_up_down_counter("db.client.connections.usage")),  # type: ignore[no-untyped-call]
+    )
 
     def same_database(run: tuple[list[tuple[Any, ...]], dict[str, int]]) -> Any:
         # Each run has a database of its own: its name is in span names, attributes and the pool's name.
