@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -216,3 +216,17 @@ def _default_reason(code: grpc.StatusCode) -> str:
 
 # Keep google.rpc.Code and grpc.StatusCode in step: grpc_status checks the integer code.
 assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
+
+
+def status_code_of(context: Any) -> grpc.StatusCode | None:
+    """The status code a servicer context holds (set by `abort`, `abort_with_status` or
+    `set_code`), or None when it holds none or cannot say (the typing stubs and grpc_testing's
+    contexts do not offer `code()`)."""
+    code = getattr(context, "code", None)
+    if not callable(code):
+        return None
+    try:
+        value = code()
+    except Exception:
+        return None
+    return value if isinstance(value, grpc.StatusCode) else None

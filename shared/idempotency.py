@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from shared import bulk
 from shared.clock import Clock
@@ -124,8 +125,7 @@ class Idempotency:
         `run` does."""
         request_id: str = request.request_id  # type: ignore[attr-defined]
         validate_request_id(request_id)
-        with self._db.unit_of_work() as uow:
-            stored = self._stored(uow, scope, request_id)
+        stored = self._stored_alone(scope, request_id)
         if stored is None:
             return None
         return self._replay(stored, request_fingerprint(request), response_type, request_id)
@@ -300,13 +300,15 @@ class Idempotency:
         )
 
     def _stored_alone(self, scope: str, request_id: str) -> Stored | None:
-        """`_stored` in a read of its own (after the caller's transaction rolled back)."""
+        """`_stored` in a read of its own (outside any transaction of the caller's)."""
         with self._db.read() as session:
-            row = session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
-        return None if row is None else (row[0], row[1])
+            return self._stored_in(session, scope, request_id)
 
-    def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> tuple[str, bytes | None] | None:
-        row = uow.session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
+    def _stored(self, uow: UnitOfWork, scope: str, request_id: str) -> Stored | None:
+        return self._stored_in(uow.session, scope, request_id)
+
+    def _stored_in(self, session: Session, scope: str, request_id: str) -> Stored | None:
+        row = session.execute(self._select_stored, {"key_scope": scope, "key_request_id": request_id}).first()
         return None if row is None else (row[0], row[1])
 
     @staticmethod

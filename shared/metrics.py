@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeterProvider, Observation
 from sqlalchemy import Engine, event
 
-from shared.errors import DomainError
+from shared.errors import DomainError, status_code_of
 
 log = logging.getLogger(__name__)
 
@@ -316,10 +316,10 @@ class RpcMetricsInterceptor(grpc.ServerInterceptor):
                 span.set_attribute("loyalty.rpc.reason", reason)
                 raise
             except NotImplementedError:
-                code = _code_of(context) or grpc.StatusCode.UNIMPLEMENTED
+                code = status_code_of(context) or grpc.StatusCode.UNIMPLEMENTED
                 raise
             except Exception:
-                code = _code_of(context) or grpc.StatusCode.UNKNOWN
+                code = status_code_of(context) or grpc.StatusCode.UNKNOWN
                 raise
             finally:
                 attributes = {"rpc.service": service, "rpc.method": name, "rpc.grpc.status_code": code.name}
@@ -329,11 +329,3 @@ class RpcMetricsInterceptor(grpc.ServerInterceptor):
                     metrics.rpc_errors.add(1, {**attributes, "loyalty.rpc.reason": reason or code.name})
 
         return handle
-
-
-def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    try:
-        code = context.code()  # type: ignore[attr-defined]
-    except Exception:
-        return None
-    return code if isinstance(code, grpc.StatusCode) else None

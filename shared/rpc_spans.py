@@ -43,6 +43,8 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from shared.errors import status_code_of
+
 # The library's instrumentation scope, so dashboards and queries that filter on it keep working.
 SCOPE = "opentelemetry.instrumentation.grpc"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.11.0"
@@ -82,12 +84,6 @@ def peer_attributes(peer: str) -> tuple[tuple[str, str], ...]:
     if ip in ("[::1]", "127.0.0.1"):
         pairs.append(("net.peer.name", "localhost"))
     return tuple(pairs)
-
-
-def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    code = getattr(context, "code", None)
-    value = code() if callable(code) else None
-    return value if isinstance(value, grpc.StatusCode) else None
 
 
 def _details_of(context: grpc.ServicerContext, code: grpc.StatusCode) -> str:
@@ -152,14 +148,14 @@ class ServerSpans(grpc.ServerInterceptor):
             try:
                 response = behaviour(request, context)
             except Exception as error:
-                code = _code_of(context)
+                code = status_code_of(context)
                 if code is None or type(error) is not Exception:  # not grpcio's end of an aborted call
                     span.record_exception(error)
                 _end_server_span(span, context, code or grpc.StatusCode.UNKNOWN)
                 raise
             finally:
                 otel_context.detach(token)
-            _end_server_span(span, context, _code_of(context))
+            _end_server_span(span, context, status_code_of(context))
             return response
 
         return handle
@@ -189,11 +185,11 @@ class _TracedUnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     """A unary method of a `TracedChannel`: a CLIENT span around the call, its context in the
     metadata."""
 
-    def __init__(self, method: str, base: Any, tracer: trace.Tracer | None) -> None:
+    def __init__(self, method: str, base: Any, tracer: trace.Tracer | None, attributes: dict[str, Any]) -> None:
         self._method = method
         self._base = base
         self._tracer = tracer  # None: not traced (a health check)
-        self._attributes = method_attributes(method)[1]
+        self._attributes = attributes
 
     def _start(self, metadata: Metadata) -> tuple[trace.Span | None, Outgoing]:
         if self._tracer is None or not is_instrumentation_enabled():
@@ -307,8 +303,8 @@ class TracedChannel(grpc.Channel):
             if _registered_method
             else channel.unary_unary(method, request_serializer, response_deserializer)
         )
-        traced = method_attributes(method)[0] not in self._skip
-        return _TracedUnaryUnary(method, base, self._tracer if traced else None)
+        service, attributes = method_attributes(method)
+        return _TracedUnaryUnary(method, base, None if service in self._skip else self._tracer, attributes)
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
         return self._streams.unary_stream(*args, **kwargs)

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared.errors import DomainError, InvalidArgument, to_status
+from shared.errors import DomainError, InvalidArgument, status_code_of, to_status
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,9 @@ def _domain_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]
     except NotImplementedError:
         raise
     except Exception:
-        if not _aborted(context):  # an inner layer's abort carries its status already: no fault
+        if status_code_of(context) is None:  # an inner layer's abort carries its status already: no fault
             log.exception("unhandled error in rpc", extra={"rpc": method})
         raise
-
-
-def _aborted(context: grpc.ServicerContext) -> bool:
-    """Whether the call was aborted with a status (grpcio's context knows its code; the typing
-    stubs and grpc_testing's contexts do not offer it)."""
-    code = getattr(context, "code", None)
-    return callable(code) and code() is not None
 
 
 def nul_field(message: Message, prefix: str = "") -> str | None:

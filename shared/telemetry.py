@@ -220,8 +220,7 @@ class Telemetry:
         self.metrics = Metrics(self.meter_provider.get_meter(f"loyalty.{service}", VERSION))
         self._http_server: Any = None
         self._http_thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._pool_usage: PoolUsage | None = None
+        self._pool_usage = PoolUsage(self.meter_provider.get_meter("opentelemetry.instrumentation.sqlalchemy"))
 
     def server_interceptor(self) -> grpc.ServerInterceptor:
         """The outermost interceptor: the server span, parented by the caller's trace context."""
@@ -237,9 +236,6 @@ class Telemetry:
 
     def instrument_engine(self, engine: Engine) -> None:
         tracer = self.provider.get_tracer("opentelemetry.instrumentation.sqlalchemy", VERSION)
-        with self._lock:
-            if self._pool_usage is None:
-                self._pool_usage = PoolUsage(self.meter_provider.get_meter("opentelemetry.instrumentation.sqlalchemy"))
         StatementSpans(tracer, engine, self._pool_usage)
 
     def serve_metrics(self, host: str) -> int | None:
