@@ -6,10 +6,6 @@ real Checkout process with SIGKILL after each step and restarts it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +28,7 @@ from tests.integration.checkout_support import (
     fund,
     start_platform,
 )
+from tests.integration.faults_support import ServiceProcess
 from tests.integration.promotions_support import PromotionsClient
 
 STEPS = ["reserve-code", "hold-points", "hold-money", "capture-money", "capture-points", "confirm-code", "accrue"]
@@ -229,54 +226,34 @@ def test_cancelling_an_order_still_pending_compensates_it(platform: Platform) ->
 # --- a real process, killed ---------------------------------------------------------------------
 
 
-def _start_checkout(platform: Platform, database_url: str, port: int, failpoint: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHECKOUT_PORT": str(port),
-            "CHECKOUT_DATABASE_URL": database_url,
-            "POINTS_TARGET": platform.services["points"].target,
-            "WALLET_TARGET": platform.services["wallet"].target,
-            "PROMOTIONS_TARGET": platform.services["promotions"].target,
-            "CHECKOUT_SAGA_LEASE_SECONDS": "1",
-            "CHECKOUT_RECOVERY_STUCK_SECONDS": "0",
-            "CHECKOUT_RECOVERY_INTERVAL_SECONDS": "1",
-            "OUTBOX_POLL_INTERVAL_MS": "100",
-            "LOG_LEVEL": "WARNING",
-            "OTEL_TRACES_EXPORTER": "none",
-            "FAILPOINTS": failpoint,
-        }
-    )
-    process = subprocess.Popen([sys.executable, "-m", "services.checkout"], env=env, cwd=Path(__file__).parents[2])
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    grpc.channel_ready_future(channel).result(timeout=30)
-    channel.close()
-    return process
-
-
-@pytest.mark.timeout(300)  # six real process starts and kills: slow on a loaded machine, as in test_killed_peers
+@pytest.mark.timeout(300)  # twelve real process starts: slow on a loaded machine, as in test_killed_peers
 def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platform: Platform, tmp_path: Path) -> None:
     databases = Databases(tmp_path)
-    database_url = databases.new("checkout")
-    port = free_port()
+    peers = {name: platform.services[name].target for name in ("points", "wallet", "promotions")}
+    checkout = ServiceProcess(
+        "checkout",
+        databases.new("checkout"),
+        free_port(),
+        peers,
+        CHECKOUT_SAGA_LEASE_SECONDS="1",
+        CHECKOUT_RECOVERY_STUCK_SECONDS="0",
+        CHECKOUT_RECOVERY_INTERVAL_SECONDS="1",
+    )
     try:
         for step in ["RESERVE_CODE", "HOLD_POINTS", "HOLD_MONEY", "CAPTURE_MONEY", "CAPTURE_POINTS", "MARK_PAID"]:
             customer = f"killed-{step}"
             fund(platform, customer, money_minor=MONEY, points=POINTS)
-            process = _start_checkout(platform, database_url, port, f"checkout.saga.after.{step}")
-            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-            client = CheckoutClient(channel)
+            checkout.start(f"checkout.saga.after.{step}")
+            client = CheckoutClient(checkout.channel())
             for sku, (title, category, price) in CATALOGUE.items():
                 client.upsert(sku, title, category, price)
             with pytest.raises(grpc.RpcError) as died:
                 client.place(customer, ("kettle", 2), points=POINTS, code="SAGA50")
             assert died.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN)
-            assert process.wait(timeout=10) == -signal.SIGKILL
-            channel.close()
+            assert checkout.wait_killed(10), f"the failpoint after {step} did not kill the process"
 
-            process = _start_checkout(platform, database_url, port, "")  # restart: recovery runs at start-up
-            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-            client = CheckoutClient(channel)
+            checkout.start()  # restart: recovery runs at start-up
+            client = CheckoutClient(checkout.channel())
 
             def recovered(customer: str = customer, client: CheckoutClient = client) -> bool:
                 orders = client.stub.ListOrders(pb.ListOrdersRequest(customer_id=customer)).orders
@@ -293,10 +270,9 @@ def test_a_checkout_process_killed_after_each_step_is_recovered_on_restart(platf
             assert eventually(recovered, 30), f"the order killed after {step} was not recovered in time"
             balances = platform.balances(customer)
             assert (balances.wallet, balances.available) == (MONEY - (2 * 50000 - POINTS * 100), 0), step
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-            channel.close()
+            checkout.stop()
     finally:
+        checkout.stop()
         databases.drop_all()
 
 
