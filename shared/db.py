@@ -226,6 +226,19 @@ class Database:
         with Session(self._autocommit_engine, expire_on_commit=False) as session:
             yield session
 
+    @contextmanager
+    def one_statement(self) -> Iterator[UnitOfWork]:
+        """A unit of work for a write that is one statement (an ORM flush of one changed row,
+        say). On PostgreSQL it runs in autocommit, where the statement is atomic by itself, so
+        without the BEGIN and COMMIT round trips; elsewhere it is an ordinary unit of work. The
+        caller must not write more than one statement here: two would not be one transaction."""
+        if self.dialect != "postgresql":
+            with self.unit_of_work() as uow:
+                yield uow
+            return
+        with Session(self._autocommit_engine, expire_on_commit=False) as session:
+            yield UnitOfWork(session)
+
     def execute_alone(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
         """Run one statement as a transaction of its own and return its rows (a write returns
         those of its RETURNING clause). On PostgreSQL it runs in autocommit, where a statement is

@@ -7,6 +7,7 @@ real Checkout process with SIGKILL after each step and restarts it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import grpc
 import pytest
 from loyalty.checkout.v1 import checkout_pb2 as pb
 from loyalty.promotions.v1 import promotions_pb2
+from sqlalchemy import event, text
 
+from services.checkout.service_layer.orders import Orders
 from shared.clock import ManualClock
 from shared.errors import FailedPrecondition, PeerUnavailable
 from tests.clients import eventually, refused, rid
@@ -221,6 +224,101 @@ def test_cancelling_an_order_still_pending_compensates_it(platform: Platform) ->
     cancelled = platform.checkout.cancel(order.order_id, reason="too slow")
     assert cancelled.status == pb.ORDER_STATUS_FAILED and cancelled.failure_reason == "ORDER_CANCELLED"
     assert platform.balances("saga-cancel") == Balances(MONEY, 0, POINTS, 0, 0)  # money refunded, points back
+
+
+# --- records by the order's version -------------------------------------------------------------
+
+
+@contextmanager
+def checkout_statements(platform: Platform) -> Iterator[list[str]]:
+    """The SQL statements the Checkout's database is sent meanwhile; "(alone) " marks one sent in
+    autocommit (a transaction of its own, on PostgreSQL)."""
+    engine = platform.services["checkout"].app.runtime.db.engine
+    statements: list[str] = []
+
+    def seen(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        alone = getattr(connection.connection.dbapi_connection, "autocommit", False) is True
+        statements.append(("(alone) " if alone else "") + " ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+@contextmanager
+def records_by_version(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Whether each saga record meanwhile was written by the order's version (True) or missed it."""
+    outcomes: list[bool] = []
+    by_version = Orders._record_by_version
+
+    def record(self: Orders, *args: Any, **kwargs: Any) -> bool:
+        outcomes.append(by_version(self, *args, **kwargs))
+        return outcomes[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Orders, "_record_by_version", record)
+        yield outcomes
+
+
+def test_an_order_nobody_else_touches_is_recorded_by_its_version_without_a_locked_read(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fund(platform, "saga-by-version", money_minor=MONEY, points=POINTS)
+    with checkout_statements(platform) as statements, records_by_version(monkeypatch) as outcomes:
+        order = platform.checkout.place("saga-by-version", ("kettle", 2), points=POINTS, code="SAGA50")
+    assert order.status == pb.ORDER_STATUS_PAID
+    assert outcomes and all(outcomes), outcomes
+    reads = [s for s in statements if s.startswith("SELECT orders.") and "WHERE orders.order_id = " in s]
+    assert reads == []  # the order is not read back: not under a lock, not at all
+    records = [s.removeprefix("(alone) ") for s in statements if "UPDATE orders SET" in s]
+    assert len(records) == len(outcomes)
+    # On PostgreSQL a record that writes the order row alone is sent alone (no BEGIN and COMMIT);
+    # marking the order PAID also adds its status event, so it is a transaction.
+    alone = [s.startswith("(alone) UPDATE orders SET") for s in statements if "UPDATE orders SET" in s]
+    paid = ["status=" in s for s in records]
+    postgresql = platform.services["checkout"].app.runtime.db.dialect == "postgresql"
+    assert alone == ([not mark for mark in paid] if postgresql else [False] * len(records)), statements
+    assert paid.count(True) == 1
+    assert all("WHERE orders.order_id = " in s and "AND orders.version = " in s for s in records), records
+    with platform.services["checkout"].app.runtime.db.read() as session:
+        version = session.execute(
+            text("SELECT version FROM orders WHERE order_id = :order_id"), {"order_id": order.order_id}
+        ).scalar_one()
+    assert version == 1 + len(records)  # the insert made version 1; each record added one
+
+
+def test_a_cancellation_during_a_step_makes_the_next_record_read_the_order_under_its_lock(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer cancels while the saga waits for the wallet's hold: the driver's order in
+    memory is then out of date, its next record by version misses, and it records under the row
+    lock instead, where it sees the cancellation and compensates."""
+    customer = "saga-cancelled-meanwhile"
+    fund(platform, customer, money_minor=MONEY, points=POINTS)
+    peers = platform.services["checkout"].app.runtime.peers
+    original = peers.call
+    cancelled: list[pb.Order] = []
+
+    def call(method: Any, request: Any, **kwargs: Any) -> Any:
+        answer = original(method, request, **kwargs)
+        if not cancelled and getattr(request, "request_id", "").endswith(":hold-money"):
+            cancelled.append(platform.checkout.cancel(request.reference, reason="changed my mind"))
+        return answer
+
+    peers.call = call  # type: ignore[method-assign]
+    try:
+        with records_by_version(monkeypatch) as outcomes:
+            answer = refused(lambda: platform.checkout.place(customer, ("kettle", 2), points=POINTS))
+    finally:
+        peers.call = original  # type: ignore[method-assign]
+    assert answer.reason == "ORDER_CANCELLED"
+    assert cancelled and cancelled[0].status == pb.ORDER_STATUS_PENDING  # the saga was still driving it
+    assert outcomes[:2] == [True, False], outcomes  # the record before the hold; the one after missed
+    order = platform.checkout.stub.ListOrders(pb.ListOrdersRequest(customer_id=customer)).orders[0]
+    assert order.status == pb.ORDER_STATUS_FAILED and order.failure_reason == "ORDER_CANCELLED"
+    assert platform.balances(customer) == Balances(MONEY, 0, POINTS, 0, 0)  # nothing held, nothing charged
 
 
 # --- a real process, killed ---------------------------------------------------------------------

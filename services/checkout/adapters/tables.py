@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Column, Index, Integer, String, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -49,8 +49,17 @@ class ProductRow(CheckoutTable, table=True):
     updated_at: datetime = Field(sa_column=_time())
 
 
+# The order's version: the ORM adds one on every UPDATE of the row and writes only where the
+# version is still the one it read (else StaleDataError). The saga driver keeps the order it last
+# recorded in memory and records its next move by that version alone, without reading the row
+# again under a lock; a change by anyone else in between makes that write miss, and the driver
+# then records the way it always did, under the row lock (`Orders._record`).
+_ORDER_VERSION = Column("version", Integer, nullable=False, server_default="1")
+
+
 class OrderRow(CheckoutTable, table=True):
     __tablename__ = "orders"
+    __mapper_args__ = {"version_id_col": _ORDER_VERSION}
     __table_args__ = (
         Index("ix_orders_customer_created", "customer_id", "created_at", "order_id"),
         Index("ix_orders_created", "created_at", "order_id"),
@@ -103,6 +112,7 @@ class OrderRow(CheckoutTable, table=True):
     last_error: str = Field(default="", sa_column=Column(String(500), nullable=False, server_default=""))
     lease_owner: str = Field(default="", max_length=36)
     lease_until: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    version: int = Field(default=1, sa_column=_ORDER_VERSION)
     # --- times
     created_at: datetime = Field(sa_column=_time())
     updated_at: datetime = Field(sa_column=_time())

@@ -24,6 +24,8 @@ from loyalty.points.v1 import points_pb2
 from loyalty.promotions.v1 import promotions_pb2
 from loyalty.wallet.v1 import wallet_pb2
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.exc import StaleDataError
 
 from services.checkout.adapters.peers import PeerServices, enqueue_activation
 from services.checkout.adapters.repository import CheckoutRepository, OrderSnapshot
@@ -370,10 +372,19 @@ class Orders:
         owner: str,
         change: Change | None,
         run: SagaRun | None = None,
+        *,
+        only_the_order: bool = False,
     ) -> OrderRow:
         """Apply the steps `run` performed and has not recorded yet, then `change`, to the order
-        under its row lock, if this driver still holds the lease; the order as committed
-        (detached), from which the driver decides its next step."""
+        if this driver still holds the lease; the order as committed (detached), from which the
+        driver decides its next step.
+
+        With `run`, the order it holds is the order as this driver last recorded it, and the
+        record is first written by that order's version, without reading the row again
+        (`_record_by_version`). Only when someone else changed the order since is it read under
+        its row lock and the record applied to it as it is now."""
+        if run is not None and self._record_by_version(run, change, only_the_order=only_the_order):
+            return run.order
         with self._db.unit_of_work() as uow:
             repo = CheckoutRepository(uow.session)
             order = repo.order(order_id, lock=True)
@@ -386,16 +397,54 @@ class Orders:
                     repo.set_line_points(order_id, run.line_points)
             if change is not None:
                 change(uow, order)
-            now = self._clock.now()
-            order.saga_at = now
-            if order.lease_owner:  # still driving: renew the lease (closing or pausing let it go)
-                order.lease_until = now + self.config.lease
+            self._renew(order)
             uow.session.add(order)
             uow.commit()
             uow.session.expunge_all()
         if run is not None:
             run.order, run.pending, run.line_points = order, [], {}
         return order
+
+    def _record_by_version(self, run: SagaRun, change: Change | None, *, only_the_order: bool) -> bool:
+        """Record on the order this driver holds, by its version: the UPDATE is written only if
+        the row's version is still the one this driver recorded, so nobody changed the order
+        since (a cancellation, a delivery, a takeover all change it) and what was decided from
+        the order in memory was decided from the order as it is. False when the row changed:
+        nothing was written, and the caller records under the row lock instead.
+
+        A record that writes the order row alone (`only_the_order`: no status change with its
+        event, no line's points) is one statement, so it runs by itself, without BEGIN and COMMIT."""
+        order = run.order
+        closed, events = run.closed, len(run.events) if run.events is not None else 0
+        alone = only_the_order and not run.line_points
+        try:
+            with self._db.one_statement() if alone else self._db.unit_of_work() as uow:
+                uow.session.add(order)  # as it was recorded: only what changes now is written
+                for pending in run.pending:
+                    pending(order)
+                if run.line_points:
+                    CheckoutRepository(uow.session).set_line_points(order.order_id, run.line_points)
+                if change is not None:
+                    change(uow, order)
+                self._renew(order)
+                flag_modified(order, "saga_at")  # written even when the clock stood still: checked
+                uow.commit()
+                uow.session.expunge_all()
+        except StaleDataError:
+            run.closed = closed  # what the change did to the run was not recorded
+            if run.events is not None:
+                del run.events[events:]
+            return False
+        run.pending, run.line_points = [], {}
+        return True
+
+    def _renew(self, order: OrderRow) -> None:
+        """The saga moved now; the lease is renewed while this driver goes on (closing or
+        pausing let it go)."""
+        now = self._clock.now()
+        order.saga_at = now
+        if order.lease_owner:
+            order.lease_until = now + self.config.lease
 
     def _load_run(self, order_id: str) -> SagaRun | None:
         with self._db.read() as session:
@@ -437,7 +486,7 @@ class Orders:
                     return run
                 step = next_step(saga_state(order))
                 if step is None:
-                    self._record(order_id, owner, self._close(run), run)
+                    self._record(order_id, owner, self._close(run), run, only_the_order=True)
                     continue  # closed (the lease is let go), or under the lock there was more to do
                 if step in LOCAL:  # recorded at once, with what is pending
                     failpoints.hit(f"checkout.saga.before.{step.value}")
@@ -446,16 +495,17 @@ class Orders:
                     self._record(order_id, owner, change, run)
                     continue
                 if run.pending and (step in CREATES or step not in BATCHED):
-                    self._record(order_id, owner, None, run)  # a creating step starts after a record
+                    # A creating step starts after a record.
+                    self._record(order_id, owner, None, run, only_the_order=True)
                     continue
                 failpoints.hit(f"checkout.saga.before.{step.value}")
                 try:
                     made = self._perform(step, run)
                 except PeerUnavailable as error:
-                    self._record(order_id, owner, self._paused(step, error), run)
+                    self._record(order_id, owner, self._paused(step, error), run, only_the_order=True)
                     return run
                 except DomainError as error:
-                    self._record(order_id, owner, self._refused(step, error), run)
+                    self._record(order_id, owner, self._refused(step, error), run, only_the_order=True)
                     continue
                 failpoints.hit(f"checkout.saga.after.{step.value}")
                 done = self._done(step, made)
@@ -463,7 +513,7 @@ class Orders:
                 if step in BATCHED:
                     done(order)  # the order in memory moves on; the record comes later
                 else:
-                    self._record(order_id, owner, None, run)
+                    self._record(order_id, owner, None, run, only_the_order=True)
         except Lost:
             log.info("saga of order %s taken over by another driver", order_id)
             return None
