@@ -27,10 +27,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.exc import IntegrityError
 
 from shared import bulk
-from shared.db import Database, connection_looks_dead, utc_session_options
+from shared.db import Database, UtcDateTime, connection_looks_dead, utc_session_options
 from tests import harness
 from tests.harness import Databases
 
@@ -189,3 +190,65 @@ def test_copy_goes_in_binary_when_every_column_allows_it_and_in_text_otherwise(d
     assert loaded == rows and rate == Decimal("1.250")
     with database.unit_of_work() as uow, pytest.raises(IntegrityError):  # a key already there, as for an INSERT
         bulk.insert_rows(uow.session, binary, rows[:1])
+
+
+def test_one_statement_commits_by_itself_in_autocommit(database: Database) -> None:
+    """`Database.one_statement()`: a unit of work whose one write commits without a transaction
+    around it (no BEGIN and COMMIT round trips); the pooled connection goes back to transaction
+    mode afterwards."""
+    with database.unit_of_work() as uow:
+        uow.session.execute(text("CREATE TABLE ledger (id integer PRIMARY KEY, note text NOT NULL)"))
+        uow.commit()
+    with database.one_statement() as uow:
+        raw = uow.session.connection().connection.dbapi_connection
+        assert raw is not None and raw.autocommit
+        uow.session.execute(text("INSERT INTO ledger VALUES (1, 'alone')"))
+        with database.read() as session:  # committed already, before the unit of work ends
+            assert session.execute(text("SELECT note FROM ledger")).scalars().all() == ["alone"]
+        uow.commit()
+    with database.unit_of_work() as uow:
+        raw = uow.session.connection().connection.dbapi_connection
+        assert raw is not None and not raw.autocommit
+
+
+def test_a_values_insert_is_compiled_once_and_its_rows_arrive_intact(database: Database) -> None:
+    """`bulk.values_insert`: several rows in one INSERT, as text SQLAlchemy compiles once and
+    then finds in its cache (an `insert().values()` of several rows was compiled on every call);
+    typed parameters, and a key the database generates left to it."""
+    metadata = MetaData()
+    events = Table(
+        "events_many",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("order_id", String(8), nullable=False),
+        Column("at", UtcDateTime, nullable=False),
+    )
+    metadata.create_all(database.engine)
+    insert = bulk.values_insert(events, 2, "e")
+    assert bulk.values_insert(events, 2, "e") is insert  # built once
+    assert insert.columns == ("order_id", "at")
+    at = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    hits = []
+    for number in range(3):
+        params = {
+            **insert.params(0, {"order_id": f"a{number}", "at": at}),
+            **insert.params(1, {"order_id": "b", "at": at}),
+        }
+        with database.unit_of_work() as uow:
+            result = uow.session.execute(insert.statement, params)
+            hits.append(result.context.cache_hit)  # type: ignore[attr-defined]
+            uow.commit()
+    assert hits[1:] == [CACHE_HIT, CACHE_HIT]
+    with database.read() as session:
+        rows = session.execute(select(events).order_by(events.c.id)).all()
+    assert [(row.order_id, row.at) for row in rows] == [
+        ("a0", at),
+        ("b", at),
+        ("a1", at),
+        ("b", at),
+        ("a2", at),
+        ("b", at),
+    ]
+    assert [row.id for row in rows] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError):
+        bulk.values_insert(events, 0, "e")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, update
+from sqlalchemy import and_, bindparam, case, func, or_, text, update
 from sqlalchemy import select as sql_select
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from services.checkout.adapters.tables import (
@@ -20,6 +22,7 @@ from services.checkout.adapters.tables import (
     ReturnRow,
 )
 from services.checkout.domain.saga import OrderStatus
+from shared import bulk
 from shared.db import UtcDateTime
 
 # Orders that count as sales in statistics.
@@ -73,6 +76,24 @@ _LINES = (
 )
 
 
+_ORDERS: Any = OrderRow.__table__  # type: ignore[attr-defined]
+_ORDER_LINES: Any = OrderLineRow.__table__  # type: ignore[attr-defined]
+_ORDER_EVENTS: Any = OrderEventRow.__table__  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _placed_statement(lines: int, events: int) -> tuple[Any, bulk.ValuesInsert, bulk.ValuesInsert, bulk.ValuesInsert]:
+    """INSERT of a new order, its lines and its events as one statement, the order and the
+    lines in WITH clauses (their foreign keys are checked at the statement's end), built once
+    per number of lines and events; with the three INSERTs, which name its parameters."""
+    order = bulk.values_insert(_ORDERS, 1, "o")
+    placed_lines = bulk.values_insert(_ORDER_LINES, lines, "l")
+    placed_events = bulk.values_insert(_ORDER_EVENTS, events, "e")
+    sql = f"WITH placed_order AS ({order.sql}), placed_lines AS ({placed_lines.sql}) {placed_events.sql}"
+    statement = text(sql).bindparams(*order.binds, *placed_lines.binds, *placed_events.binds)
+    return statement, order, placed_lines, placed_events
+
+
 class CheckoutRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -101,6 +122,30 @@ class CheckoutRepository:
 
     def order(self, order_id: str, *, lock: bool = False) -> OrderRow | None:
         return self.session.exec(_ORDER_LOCKED if lock else _ORDER, params={"order_id": order_id}).first()
+
+    def add_placed(self, order: OrderRow, lines: Sequence[OrderLineRow], events: Sequence[OrderEventRow]) -> None:
+        """Write a new order with its lines and first status events, and leave `order` detached
+        as the row now is (the saga driver records on it by its version).
+
+        On PostgreSQL it is one statement (the order and its lines inserted in WITH clauses):
+        in autocommit, a transaction by itself with one round trip, where the ORM's flush took
+        three statements and BEGIN and COMMIT. Elsewhere the ORM writes the rows, in this
+        session's transaction. A request id already placed raises IntegrityError either way."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.add(order)
+            self.session.flush()  # the order first: its lines and events refer to it
+            self.session.add_all([*lines, *events])
+            self.session.flush()
+            self.session.expunge_all()
+            return
+        statement, order_insert, lines_insert, events_insert = _placed_statement(len(lines), len(events))
+        params = order_insert.params_of(0, order)
+        for number, line in enumerate(lines):
+            params.update(lines_insert.params_of(number, line))
+        for number, event in enumerate(events):
+            params.update(events_insert.params_of(number, event))
+        self.session.execute(statement, params)
+        make_transient_to_detached(order)
 
     def order_by_request(self, request_id: str) -> OrderRow | None:
         return self.session.exec(_ORDER_BY_REQUEST, params={"request_id": request_id}).first()

@@ -247,63 +247,58 @@ class Orders:
             raise
         owner = str(uuid.uuid4())
         now = self._clock.now()
-        with self._db.unit_of_work() as uow:
-            order = OrderRow(
+        order = OrderRow(
+            order_id=order_id,
+            request_id=request.request_id,
+            fingerprint=fingerprint,
+            customer_id=request.customer_id,
+            status=OrderStatus.PENDING.value,
+            payment_method=method,
+            card_token=request.card_token if method == "CARD" else "",
+            promo_code=request.promo_code.strip().upper(),
+            total_minor=cart.total_minor,
+            points_applied=cart.points_applied,
+            money_paid_minor=cart.money_due_minor,
+            points_to_earn=cart.evaluation.total_points,
+            order_level_points=sum(award.points for award in cart.evaluation.order_awards),
+            explanation=explanation_json(cart.evaluation),
+            wallet_balance_minor=cart.wallet_balance_minor,
+            saga_at=now,
+            lease_owner=owner,
+            lease_until=now + self.config.lease,
+            created_at=now,
+            updated_at=now,
+        )
+        earned = {line.line_id: line.points for line in cart.evaluation.lines}
+        lines = [
+            OrderLineRow(
                 order_id=order_id,
-                request_id=request.request_id,
-                fingerprint=fingerprint,
-                customer_id=request.customer_id,
-                status=OrderStatus.PENDING.value,
-                payment_method=method,
-                card_token=request.card_token if method == "CARD" else "",
-                promo_code=request.promo_code.strip().upper(),
-                total_minor=cart.total_minor,
-                points_applied=cart.points_applied,
-                money_paid_minor=cart.money_due_minor,
-                points_to_earn=cart.evaluation.total_points,
-                order_level_points=sum(award.points for award in cart.evaluation.order_awards),
-                explanation=explanation_json(cart.evaluation),
-                wallet_balance_minor=cart.wallet_balance_minor,
-                saga_at=now,
-                lease_owner=owner,
-                lease_until=now + self.config.lease,
-                created_at=now,
-                updated_at=now,
+                position=position,
+                sku=line.product.sku,
+                title=line.product.title,
+                category=line.product.category,
+                quantity=line.quantity,
+                unit_price_minor=line.product.price_minor,
+                points_applied=cart.line_points(position),
+                unit_points=",".join(str(points) for points in cart.unit_points[position]),
+                points_to_earn=earned.get(line.product.sku, 0),
+                points_excluded=line.excluded,
             )
-            uow.session.add(order)
-            try:
-                # The unique index on the request id answers at the flush (lines and events refer
-                # to the order) or at the commit when the same request is placed concurrently.
-                uow.session.flush()
-                earned = {line.line_id: line.points for line in cart.evaluation.lines}
-                lines = [
-                    OrderLineRow(
-                        order_id=order_id,
-                        position=position,
-                        sku=line.product.sku,
-                        title=line.product.title,
-                        category=line.product.category,
-                        quantity=line.quantity,
-                        unit_price_minor=line.product.price_minor,
-                        points_applied=cart.line_points(position),
-                        unit_points=",".join(str(points) for points in cart.unit_points[position]),
-                        points_to_earn=earned.get(line.product.sku, 0),
-                        points_excluded=line.excluded,
-                    )
-                    for position, line in enumerate(cart.lines)
-                ]
-                uow.session.add_all(lines)
-                # The first status change, at the time the order was made (the row has it already).
-                events = [OrderEventRow(order_id=order_id, status=OrderStatus.PENDING.value, time=now, reason="")]
-                uow.session.add_all(events)
+            for position, line in enumerate(cart.lines)
+        ]
+        # The first status change, at the time the order was made (the row has it already).
+        events = [OrderEventRow(order_id=order_id, status=OrderStatus.PENDING.value, time=now, reason="")]
+        try:
+            # One statement on PostgreSQL (CheckoutRepository.add_placed). The unique index on
+            # the request id refuses the same request placed concurrently: answer as a replay.
+            with self._db.one_statement() as uow:
+                CheckoutRepository(uow.session).add_placed(order, lines, events)
                 uow.commit()
-            except IntegrityError:  # the same request id, placed concurrently: answer as a replay
-                uow.session.rollback()
-                replay = self._replay(request.request_id, fingerprint)
-                if replay is None:
-                    raise
-                return replay
-            uow.session.expunge_all()
+        except IntegrityError:
+            replay = self._replay(request.request_id, fingerprint)
+            if replay is None:
+                raise
+            return replay
         run = self._drive(order_id, owner, SagaRun(order, lines, events))
         if run is not None and run.answerable:
             return self._answer_with(run.snapshot())

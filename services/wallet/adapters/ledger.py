@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cache
 
-from sqlalchemy import Insert, Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlmodel import Session
 
 from services.wallet.adapters.tables import LedgerAccount, LedgerPosting, LedgerTransfer, StatementEntry, Wallet
@@ -26,6 +25,7 @@ from services.wallet.domain.ledger import (
     postings_of,
     wallet_account,
 )
+from shared import bulk
 from shared.errors import FailedPrecondition
 from shared.ids import new_id
 
@@ -56,21 +56,9 @@ _INSERT_TRANSFER = insert(_transfers)
 _INSERT_ENTRY = insert(_entries)
 
 
-@cache
-def _insert_postings(count: int) -> Insert:
+def _insert_postings(count: int) -> bulk.ValuesInsert:
     """One INSERT of `count` postings (multi-row VALUES), whatever the driver does with executemany."""
-    c = _postings.c
-    return insert(_postings).values(
-        [
-            {
-                c.transfer_id: bindparam(f"t{i}", type_=c.transfer_id.type),
-                c.account_id: bindparam(f"a{i}", type_=c.account_id.type),
-                c.amount_minor: bindparam(f"m{i}", type_=c.amount_minor.type),
-                c.created_at: bindparam(f"c{i}", type_=c.created_at.type),
-            }
-            for i in range(count)
-        ]
-    )
+    return bulk.values_insert(_postings, count, "p", ("transfer_id", "account_id", "amount_minor", "created_at"))
 
 
 def insufficient_funds(wallet_id: str) -> FailedPrecondition:
@@ -141,10 +129,12 @@ class LedgerRepository:
             {"transfer_id": transfer_id, "kind": kind.value, "reference": reference, "created_at": now},
         )
         if postings:
+            postings_insert = _insert_postings(len(postings))
             rows: dict[str, object] = {}
             for i, (account, amount) in enumerate(postings):
-                rows.update({f"t{i}": transfer_id, f"a{i}": account, f"m{i}": amount, f"c{i}": now})
-            self._session.execute(_insert_postings(len(postings)), rows)
+                posting = {"transfer_id": transfer_id, "account_id": account, "amount_minor": amount, "created_at": now}
+                rows.update(postings_insert.params(i, posting))
+            self._session.execute(postings_insert.statement, rows)
         if delta != 0 and wallet_id is not None and balance_after is not None:
             if entry is None:
                 raise ValueError("a transfer that moves the customer's balance needs a statement entry")
