@@ -76,13 +76,17 @@ def _wait_for(path: Path) -> None:
 
 def _start(harness: Harness, service: str) -> RunningService:
     """The service with nothing on a timer (counts would grow with the slow wall time under
-    valgrind): no relay or workers, no health probe in the hour; the outboxes are delivered by hand."""
+    valgrind): no relay or workers, no health probe in the hour; the outboxes are delivered by hand.
+    Peers get ten minutes to answer: under callgrind a call takes tens of times its usual time,
+    which on a busy machine passed the harness's 2 s deadline (a refused order, not a count)."""
     return harness.start(
         service,
         background_relay=False,
         LOG_LEVEL="WARNING",
         HEALTH_PROBE_INTERVAL_MS="3600000",
         OUTBOX_POLL_INTERVAL_MS="3600000",
+        PEER_DEADLINE_MS="600000",
+        OUTBOX_LEASE_MS="1200000",  # above the deadline, as the settings ask
     )
 
 

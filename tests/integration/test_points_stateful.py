@@ -10,6 +10,7 @@ hold takes), the model computes the answer itself and compares.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -448,7 +449,8 @@ class PointsMachine(RuleBasedStateMachine):
 
 # Many examples of many RPCs each, with no timing asserted: on a loaded CI machine the run has taken
 # more than the suite's default 120 s (a timeout mid-example then surfaced as hypothesis' flaky
-# replay), so it gets the 300 s the kill chains have.
+# replay), so it gets the 300 s the kill chains have. Fifty examples; twenty-five in CI (CI set),
+# where on a slow machine fifty on PostgreSQL ran for over five minutes at the suite's end.
 @pytest.mark.timeout(300)
 def test_random_sequences_keep_the_points_ledger_consistent(points: RunningService, clock: ManualClock) -> None:
     PointsMachine.api = PointsClient(points.channel())
@@ -456,7 +458,7 @@ def test_random_sequences_keep_the_points_ledger_consistent(points: RunningServi
     run_state_machine_as_test(
         PointsMachine,
         settings=settings(
-            max_examples=50,
+            max_examples=25 if os.environ.get("CI") else 50,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
