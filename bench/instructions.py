@@ -15,6 +15,9 @@ services' Python, SQLAlchemy and psycopg. Not counted: PostgreSQL, which runs in
 Scenarios:
 - `credits`: one `BatchCreditPoints` of 1,000 new available credits (as the Wallet's interest
   delivery sends them) to Points; the unit is the batch.
+- `interest`: the Wallet's `PostMonthlyInterest` (with the real Promotions answering the
+  mechanics), up to the outbox messages it queues for Points (delivered apart: that is `credits`);
+  the wallets are seeded as `bench.jobs` seeds them (PostgreSQL only), the unit is 1,000 wallets.
 - `orders`: one `PlaceOrder` paid with 500 points and 500 RUB from the wallet, through the four
   services, and the outbox deliveries it causes (the pending earned points); the unit is the order.
 
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from tests.harness import Harness, RunningService
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("credits", "orders")
+SCENARIOS = ("credits", "orders", "interest")
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 WARMUP = 3
 
@@ -56,7 +59,7 @@ def child(scenario: str, count: int, signals: Path) -> None:
     databases = Databases(Path(tempfile.mkdtemp(prefix="bench-instructions-")))
     harness = Harness(databases, ManualClock(datetime(2026, 11, 2, 9, tzinfo=UTC)))
     try:
-        prepare = _credits(harness) if scenario == "credits" else _orders(harness)
+        prepare = {"credits": _credits, "orders": _orders, "interest": _interest}[scenario](harness)
         prepare(WARMUP, "warm")()
         counted = prepare(count, "counted")
         (signals / "ready").write_text(str(os.getpid()))
@@ -117,6 +120,40 @@ def _credits(harness: Harness) -> Prepare:
                 assert all(result.lot.lot_id for result in answer.results), answer
 
         return run
+
+    return prepare
+
+
+def _interest(harness: Harness) -> Prepare:
+    """The warm-up posts the month before the counted one, on the same wallets (so the counted
+    month reads their carries, as every month after the first does)."""
+    from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+    from sqlalchemy.engine import make_url
+
+    from bench.jobs import seed_wallets
+    from shared.calendar import Month
+
+    _start(harness, "promotions")
+    wallet = _start(harness, "wallet")
+    stub = wallet_pb2_grpc.WalletServiceStub(wallet.channel())
+    url = make_url(wallet.database_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("the interest scenario seeds with PostgreSQL's generate_series: run it on PostgreSQL")
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    month = Month(2026, 10)  # over on the harness's clock (2026-11-02)
+
+    def post(which: Month, label: str) -> None:
+        posted = stub.PostMonthlyInterest(
+            wallet_pb2.PostMonthlyInterestRequest(request_id=f"interest-{label}", month=str(which)), timeout=600
+        )
+        assert posted.wallets_posted > 0 and posted.points_posted > 0, posted
+
+    def prepare(units: int, label: str) -> Callable[[], None]:
+        if label == "warm":  # the warm-up needs the counted wallets: it runs in the counted set-up
+            return lambda: None
+        seed_wallets(conninfo, units * 1000, month)
+        post(month.previous(), "warm")
+        return lambda: post(month, label)
 
     return prepare
 
@@ -260,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenario:
-        unit = "batch of 1,000 credits" if scenario == "credits" else "order"
+        unit = {"credits": "batch of 1,000 credits", "orders": "order", "interest": "1,000 wallets posted"}[scenario]
         found = measure(scenario, args.count, args.keep, None if args.sqlite else args.database_url)
         print(
             f"{scenario}: {found['per_unit'] / 1e6:,.1f} million instructions per {unit}"

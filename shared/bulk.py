@@ -15,6 +15,8 @@ plain rows (dicts, all with the same keys) and:
   so that a job can be split between workers that never touch the same customer.
 - `values_insert`: `INSERT ... VALUES (...), (...)` of a fixed number of rows as SQL text that
   SQLAlchemy compiles once and caches (for a few rows written per request, not the jobs).
+- `plain_rows`: the rows of a read as the driver's tuples when no column needs converting (a
+  job reads tens of thousands of rows a chunk; a SQLAlchemy `Row` each doubled the cost).
 - `array`: a list parameter psycopg sends in binary (`CAST(:p AS text[])` and the like). As text,
   each element is quoted and escaped in Python: 1,000 request ids took 2.6 ms to send and 1,000
   stored answers (`bytea[]`) 9.7 ms, against about 0.6 ms each in binary.
@@ -26,10 +28,24 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from typing import cast as cast_type
 
 import psycopg
 from psycopg.types.array import ListBinaryDumper
-from sqlalchemy import BigInteger, ColumnElement, Table, TextClause, any_, bindparam, cast, func, insert, text, true
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Executable,
+    Table,
+    TextClause,
+    any_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    text,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -132,6 +148,24 @@ def add_to_columns(
         statement,
         [{"key": k, **{f"d_{c}": v[i] for c, v in deltas.items()}, **also} for i, k in enumerate(keys)],
     )
+
+
+def plain_rows(session: Session, statement: Executable) -> list[tuple[Any, ...]]:
+    """The rows of `statement`, run in the session's transaction, as plain tuples.
+
+    When no column of the result has a conversion (a type's result processor: SQLite's naive
+    times made aware, for one), the tuples are the driver's own, fetched from its cursor, with
+    no SQLAlchemy `Row` built for each. For 40,000 rows of (text, timestamptz, bigint) on
+    PostgreSQL that is 51-85 ms of CPU against 123-184 ms. Otherwise each row is converted as
+    usual and given as a tuple. The statement is compiled, bound and traced as any other."""
+    result = session.connection().execute(statement)
+    try:
+        if any(result._metadata._processors):  # some column is converted: let SQLAlchemy do it
+            return [tuple(row) for row in result]
+        cursor = result.cursor
+        return [] if cursor is None else cast_type(list[tuple[Any, ...]], cursor.fetchall())
+    finally:
+        result.close()
 
 
 def any_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:

@@ -300,3 +300,29 @@ def test_hash_parts_split_keys_into_disjoint_parts_that_cover_them_all(jobs: Job
     assert all(len(one) > 20 for one in parts)  # spread, not all in one
     with pytest.raises(ValueError, match="part 4 is not one of 4 parts"):
         bulk.hash_part(table.c.customer_id, 4, 4)
+
+
+def test_plain_rows_are_the_rows_sqlalchemy_gives_without_a_row_object_each(jobs: Jobs) -> None:
+    """`bulk.plain_rows`, what the interest posting reads its chunks with: the driver's tuples
+    when no column needs converting, SQLAlchemy's conversions otherwise (SQLite's naive UTC
+    times made aware), in the unit of work's transaction (it sees what the unit wrote)."""
+    from services.points.adapters.tables import HistoryLine
+    from shared import bulk
+
+    table = HistoryLine.__table__  # type: ignore[attr-defined]
+    c = table.c
+    at = datetime(2026, 1, 10, 9, 30, 15, 250, tzinfo=UTC)
+    row = {"customer_id": "plain", "type": "CREDITED", "available_delta": 2**40, "pending_delta": 0,
+           "held_delta": 0, "unrecovered_points": 0, "lot_id": "", "hold_id": "", "source": "", "reference": "ключ",
+           "description": "", "operator_id": "", "created_at": at}  # fmt: skip
+    with jobs.points.app.runtime.db.unit_of_work() as uow:  # rolled back: nothing is kept
+        bulk.insert_rows(uow.session, table, [row, {**row, "available_delta": -3}])
+        mine = (c.customer_id == "plain",)
+        plain = select(c.reference, c.available_delta).where(*mine).order_by(c.id)
+        converted = select(c.reference, c.created_at).where(*mine).order_by(c.id)  # UtcDateTime
+        assert bulk.plain_rows(uow.session, plain) == [("ключ", 2**40), ("ключ", -3)]
+        assert bulk.plain_rows(uow.session, converted) == [("ключ", at), ("ключ", at)]
+        assert all(type(found) is tuple for found in bulk.plain_rows(uow.session, converted))
+        for statement in (plain, converted):
+            assert bulk.plain_rows(uow.session, statement) == [tuple(r) for r in uow.session.execute(statement)]
+        assert bulk.plain_rows(uow.session, plain.where(c.id < 0)) == []

@@ -104,6 +104,47 @@ def test_end_of_day_balances_take_the_last_change_before_each_day_end() -> None:
     assert end_of_day_balances(100, [], day_ends) == [100, 100, 100]
 
 
+def _end_of_day_balances_by_definition(
+    opening: int, changes: list[tuple[datetime, int]], day_ends: list[datetime]
+) -> list[int]:
+    """Each day end in turn: apply the changes, in booking order, while they are before it."""
+    balances, balance, index = [], opening, 0
+    for end in day_ends:
+        while index < len(changes) and changes[index][0] < end:
+            balance = changes[index][1]
+            index += 1
+        balances.append(balance)
+    return balances
+
+
+_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@given(
+    opening=st.integers(min_value=0, max_value=10**9),
+    # Minutes from the month's start, a few before it and after it; booking order need not
+    # follow time (a transaction can commit after a later-stamped one), and times repeat.
+    changes=st.lists(
+        st.tuples(st.integers(min_value=-600, max_value=32 * 1440), st.integers(min_value=0, max_value=10**9)),
+        max_size=40,
+    ),
+    days=st.integers(min_value=1, max_value=31),
+    end_minute=st.integers(min_value=0, max_value=1439),
+)
+def test_end_of_day_balances_are_the_day_by_day_definition(
+    opening: int, changes: list[tuple[int, int]], days: int, end_minute: int
+) -> None:
+    day_ends = [_T0 + timedelta(days=day, minutes=end_minute) for day in range(days)]
+    timed = [(_T0 + timedelta(minutes=minute), balance) for minute, balance in changes]
+    assert end_of_day_balances(opening, timed, day_ends) == _end_of_day_balances_by_definition(opening, timed, day_ends)
+
+
+def test_a_change_booked_with_an_earlier_time_counts_from_the_day_of_the_one_before_it() -> None:
+    day_ends = [_T0 + timedelta(days=n) for n in (1, 2, 3)]
+    late_stamp_first = [(_T0 + timedelta(days=1, hours=3), 700), (_T0 + timedelta(hours=5), 200)]
+    assert end_of_day_balances(100, late_stamp_first, day_ends) == [100, 200, 200]
+
+
 def test_months_and_local_days_of_the_programme_calendar() -> None:
     calendar = ProgrammeCalendar("Europe/Moscow")
     assert Month.parse("2026-02").days()[-1] == date(2026, 2, 28)

@@ -134,7 +134,8 @@ class Interest:
         """The next chunk of wallets opened before the month's end without an accrual for it."""
         w, a = _wallets.c, _accruals.c
         with self._db.unit_of_work() as uow:
-            rows = uow.session.execute(
+            rows = bulk.plain_rows(
+                uow.session,
                 select(w.wallet_id, w.customer_id)
                 .where(
                     w.created_at < self._calendar.month_end(month),
@@ -142,8 +143,8 @@ class Interest:
                     ~exists().where(and_(a.wallet_id == w.wallet_id, a.month == str(month))),
                 )
                 .order_by(w.wallet_id)
-                .limit(self._chunk_size)
-            ).all()
+                .limit(self._chunk_size),
+            )
         return [_WalletRow(r[0], r[1]) for r in rows]
 
     def _post_chunk(self, chunk: Sequence[_WalletRow], mechanics: dict[str, Mechanic], month: Month) -> PostSummary:
@@ -162,11 +163,12 @@ class Interest:
     ) -> PostSummary:
         first, last = chunk[0].wallet_id, chunk[-1].wallet_id
         a = _accruals.c
-        already = set(
-            uow.session.execute(
-                select(a.wallet_id).where(a.month == str(month), a.wallet_id >= first, a.wallet_id <= last)
-            ).scalars()
-        )
+        already = {
+            row[0]
+            for row in bulk.plain_rows(
+                uow.session, select(a.wallet_id).where(a.month == str(month), a.wallet_id >= first, a.wallet_id <= last)
+            )
+        }
         todo: list[tuple[_WalletRow, InterestMechanic]] = []
         not_on_interest = 0
         for row in chunk:
@@ -232,11 +234,12 @@ class Interest:
             .group_by(a.wallet_id)
             .subquery()
         )
-        rows = uow.session.execute(
+        rows = bulk.plain_rows(
+            uow.session,
             select(a.wallet_id, a.carry_out_micro).join(
                 latest, (a.wallet_id == latest.c.wallet_id) & (a.month == latest.c.month)
-            )
-        ).all()
+            ),
+        )
         return {row[0]: int(row[1]) for row in rows}
 
     # -- reading -----------------------------------------------------------------------------------
@@ -305,18 +308,21 @@ def _balances(
     )
     opening = {
         row[0]: int(row[1])
-        for row in uow.session.execute(
-            select(last_first.c.wallet_id, last_first.c.balance_after_minor).where(last_first.c.newest == 1)
-        ).all()
+        for row in bulk.plain_rows(
+            uow.session,
+            select(last_first.c.wallet_id, last_first.c.balance_after_minor).where(last_first.c.newest == 1),
+        )
     }
     # Only compared with the day ends: PostgreSQL's aware timestamps need no conversion to UTC
-    # (a third of reading the month's changes went to it); SQLite's naive ones do.
+    # (a third of reading the month's changes went to it), so the driver's rows are taken as
+    # they come (`plain_rows`); SQLite's naive ones are converted.
     created_at = e.created_at if bulk.dialect_of(uow.session) != "postgresql" else type_coerce(e.created_at, _AWARE)
     changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-    for wallet_id, at, balance in uow.session.execute(
+    for wallet_id, at, balance in bulk.plain_rows(
+        uow.session,
         select(e.wallet_id, created_at, e.balance_after_minor)
         .where(*which, e.created_at >= start, e.created_at < end)
-        .order_by(e.wallet_id, e.id)
-    ).all():
+        .order_by(e.wallet_id, e.id),
+    ):
         changes[wallet_id].append((at, int(balance)))
     return opening, changes
