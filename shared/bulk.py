@@ -150,7 +150,9 @@ def add_to_columns(
     )
 
 
-def plain_rows(session: Session, statement: Executable) -> list[tuple[Any, ...]]:
+def plain_rows(
+    session: Session, statement: Executable, params: Mapping[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
     """The rows of `statement`, run in the session's transaction, as plain tuples.
 
     When no column of the result has a conversion (a type's result processor: SQLite's naive
@@ -158,7 +160,7 @@ def plain_rows(session: Session, statement: Executable) -> list[tuple[Any, ...]]
     no SQLAlchemy `Row` built for each. For 40,000 rows of (text, timestamptz, bigint) on
     PostgreSQL that is 51-85 ms of CPU against 123-184 ms. Otherwise each row is converted as
     usual and given as a tuple. The statement is compiled, bound and traced as any other."""
-    result = session.connection().execute(statement)
+    result = session.connection().execute(statement, params)
     try:
         if any(result._metadata._processors):  # some column is converted: let SQLAlchemy do it
             return [tuple(row) for row in result]

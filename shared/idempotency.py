@@ -224,7 +224,8 @@ class Idempotency:
         ordered = sorted(keys, key=lambda key: key[0])
         if self._db.dialect == "postgresql":
             # One statement with an array per column: no SQL text that grows with the batch.
-            answers = uow.session.execute(
+            claimed = bulk.plain_rows(
+                uow.session,
                 text(
                     f"INSERT INTO {self._table.name} (scope, request_id, request_hash, response, created_at)"
                     " SELECT :scope, unnest(CAST(:ids AS text[])), unnest(CAST(:hashes AS text[])),"
@@ -239,7 +240,7 @@ class Idempotency:
                     "now": now,
                 },
             )
-            return set(answers.scalars())
+            return {row[0] for row in claimed}
         rows = [
             {
                 "scope": scope,

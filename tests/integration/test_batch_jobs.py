@@ -187,6 +187,50 @@ def test_a_batch_answers_each_item_as_credit_points_would(jobs: Jobs) -> None:
     assert all(line.description.startswith("Credited") and line.lot_id for line in credited)
 
 
+def test_a_batch_writes_a_new_customers_account_once_with_its_credits(jobs: Jobs) -> None:
+    """The set-based credits lock the existing accounts and create the missing ones with their
+    points in the same statement that adds to the others: no account is created empty and then
+    updated (two row versions), except for a pending credit, whose `Book` needs the account."""
+    from sqlalchemy import event
+
+    api = jobs.api
+    api.credit("once-old", 4)
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = jobs.points.app.runtime.db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        answer = api.stub.BatchCreditPoints(
+            pb.BatchCreditPointsRequest(
+                request_id=rid(),
+                requests=[
+                    credit_item("once-new-1", 10),
+                    credit_item("once-new-1", 5),
+                    credit_item("once-new-2", 20),
+                    credit_item("once-old", 6),
+                ],
+            )
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [r.error_reason for r in answer.results] == [""] * 4
+    accounts = [s for s in statements if "accounts" in s and not s.startswith("SELECT")]
+    assert not [s for s in accounts if s.startswith("UPDATE")], accounts
+    assert [s for s in accounts if "ON CONFLICT (customer_id) DO NOTHING" in s] == [], accounts  # none created empty
+    [upsert] = [s for s in accounts if "ON CONFLICT (customer_id) DO UPDATE" in s]
+    assert upsert.startswith("INSERT INTO accounts")
+    for customer, available in [("once-new-1", 15), ("once-new-2", 20), ("once-old", 10)]:
+        assert assert_consistent(api, customer).available == available, customer
+    with jobs.points.app.runtime.db.unit_of_work() as uow:
+        rows = uow.session.execute(
+            text("SELECT customer_id, available FROM accounts WHERE customer_id LIKE 'once-%' ORDER BY 1")
+        ).all()
+    assert [tuple(row) for row in rows] == [("once-new-1", 15), ("once-new-2", 20), ("once-old", 10)]
+
+
 def test_a_batch_refused_in_part_keeps_the_refused_items_as_a_dead_message(jobs: Jobs) -> None:
     wallet, api = jobs.wallet, jobs.api
     api.credit("taken", 3, request_id="interest:w-x:2026-01")  # the id is taken by another request

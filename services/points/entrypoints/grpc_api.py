@@ -260,7 +260,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 first[items[index].request_id] = index
         # Credits made before are not looked for first: a new batch has none, and a credit that
         # has a key meets it when the keys are inserted (then it is answered from it, below).
-        due = self._ledger.lock_customers(uow, sorted({credits[i].customer_id for i in first.values()}))
+        # Every account is locked up front, in customer order; a missing one is created then only
+        # for a pending credit (its `Book` needs it), else with its credits by `write_credits`.
+        due = self._ledger.lock_customers(
+            uow,
+            sorted({credits[i].customer_id for i in first.values()}),
+            create={credits[i].customer_id for i in first.values() if credits[i].pending},
+        )
         fast: list[int] = []
         slow: list[int] = []
         for index in first.values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -280,18 +280,21 @@ class Ledger:
             for c in credits
         ]
 
-    def lock_customers(self, uow: UnitOfWork, customer_ids: Sequence[str]) -> set[str]:
-        """Lock the customers' accounts (in customer order); returns those with something due,
-        which must go through their `Book` (settled first) rather than the set-based path."""
+    def lock_customers(self, uow: UnitOfWork, customer_ids: Sequence[str], create: Iterable[str] = ()) -> set[str]:
+        """Lock the customers' accounts (in customer order; those in `create` created first if
+        missing); returns those with something due, which must go through their `Book` (settled
+        first) rather than the set-based path. A customer without an account has nothing due: the
+        set-based path creates the account with its credits (`write_credits`)."""
         repo = PointsRepository(uow.session)
         now = self._clock.now()
-        repo.lock_many(customer_ids, now)
+        repo.lock_many(customer_ids, now, create=create)
         return repo.customers_with_anything_due(customer_ids, now)
 
     def write_credits(self, uow: UnitOfWork, lots: Sequence[NewLot]) -> None:
         """Write available credits set-based: the lots, one CREDITED line each, and each account
-        moved by the sum of its credits. The accounts must be locked (`lock_customers`) and have
-        nothing due, so this is what `Book.credit` would do for each, in fewer statements."""
+        moved by the sum of its credits (created with it if missing). The existing accounts must
+        be locked (`lock_customers`) and have nothing due, so this is what `Book.credit` would do
+        for each, in fewer statements."""
         if not lots:
             return
         session = uow.session
@@ -327,14 +330,7 @@ class Ledger:
             per_customer[lot.customer_id] += lot.amount
             per_source[lot.source] += lot.amount
         customers = sorted(per_customer)
-        bulk.add_to_columns(
-            session,
-            _accounts,
-            "customer_id",
-            {"available": [per_customer[c] for c in customers]},
-            customers,
-            also={"updated_at": lots[0].created_at},
-        )
+        PointsRepository(session).add_available(customers, [per_customer[c] for c in customers], lots[0].created_at)
 
         def count() -> None:
             for source, points in per_source.items():
@@ -524,7 +520,7 @@ class Ledger:
                 batch = Settlement()
                 customers = sorted({row[1] for row in chunk})
                 repo = PointsRepository(session)
-                repo.lock_many(customers, now, create=False)  # a customer with lots has an account
+                repo.lock_many(customers, now)  # a customer with lots has an account
                 other_due = repo.customers_with_anything_due(customers, now, expired_lots=False)
                 for customer_id in sorted(other_due):
                     batch.add(Book.open(session, customer_id, now, self.config.lifetimes, self.config.zone).settle())
