@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("credits", "orders", "interest")
+POSTGRESQL_ONLY = frozenset({"interest"})
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 WARMUP = 3
 
@@ -280,7 +281,9 @@ def _instrument(pid: int, on: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--scenario", nargs="+", choices=SCENARIOS, default=None, help="default: all (on SQLite, all but interest)"
+    )
     parser.add_argument("--count", type=int, default=10, help="units counted (batches or orders)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the callgrind files here (callgrind_annotate)")
     parser.add_argument(
@@ -294,9 +297,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), Path(args.child[2]))
         return
+    scenarios = args.scenario or [name for name in SCENARIOS if not (args.sqlite and name in POSTGRESQL_ONLY)]
+    if args.sqlite and POSTGRESQL_ONLY & set(scenarios):
+        parser.error(
+            f"{', '.join(sorted(POSTGRESQL_ONLY & set(scenarios)))}: PostgreSQL only (its seed is SQL of PostgreSQL's)"
+        )
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    for scenario in args.scenario:
+    for scenario in scenarios:
         unit = {"credits": "batch of 1,000 credits", "orders": "order", "interest": "1,000 wallets posted"}[scenario]
         found = measure(scenario, args.count, args.keep, None if args.sqlite else args.database_url)
         print(

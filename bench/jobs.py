@@ -26,8 +26,11 @@ services' own (applied on start).
    history lines, balances); then `ExpirePoints` through gRPC, checked: every lot written off,
    the balances moved by exactly that, history still sums to the balances.
 
-The interest step also reports the CPU it cost per wallet: each service process's own CPU time
-(/proc) and the machine's, the difference being PostgreSQL and everything else.
+The interest and expiry steps also report the CPU they cost per wallet or lot: each service
+process's own CPU time (/proc) and the machine's, the difference being PostgreSQL and everything
+else; and PostgreSQL's processes on their own (`PostgresCpu`, when the server runs on this
+machine): the backends of each service's database, of other databases, and the server's
+background processes.
 
 `--profile DIR` runs each service under `py-spy record --gil` (raw collapsed stacks in DIR: only the
 thread holding the interpreter lock is sampled, so the profile is where the Python CPU goes, not
@@ -46,6 +49,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -125,6 +129,77 @@ class Cluster:
         for name in self.names:
             self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.admin.close()
+
+
+class PostgresCpu:
+    """CPU of PostgreSQL's own processes while a step runs, by what they work for: the backends
+    of each service's database (`<prefix>_<service>`; the bench's checks after the RPC count
+    there too, a few count queries), backends of other databases, and the server's background
+    processes (checkpointer, background and WAL writers, autovacuum).
+    Read from /proc by a thread every 0.2 s: a backend that ends between two reads loses at most
+    its last 0.2 s. Only for a server on this machine; elsewhere it finds nothing."""
+
+    PERIOD = 0.2
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._first: dict[tuple[int, str], float] = {}  # (pid, start time) -> CPU when first seen
+        self._last: dict[tuple[int, str], tuple[str, float]] = {}  # -> (role, CPU when last seen)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="postgres-cpu", daemon=True)
+
+    def __enter__(self) -> PostgresCpu:
+        self._sample(initial=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD):
+            self._sample(initial=False)
+
+    def _role(self, command: str) -> str | None:
+        if not command.startswith("postgres: "):
+            return None
+        words = command.split()
+        # A backend: "postgres: <cluster>: <user> <database> <client>(<port>) <state>".
+        if len(words) >= 5 and "(" in words[4]:
+            database = words[3]
+            return database.removeprefix(f"{self.prefix}_") if database.startswith(self.prefix) else "other backends"
+        return "server (checkpointer, writers, autovacuum)"
+
+    def _sample(self, *, initial: bool) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            role = self._role(command.strip())
+            if role is None:
+                continue
+            key, used = (int(entry.name), fields[19]), (int(fields[11]) + int(fields[12])) / tick
+            # A process first seen after the start began inside the step: all its CPU counts.
+            self._first.setdefault(key, used if initial else 0.0)
+            self._last[key] = (role, used)
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds by role, most first."""
+        totals: dict[str, float] = collections.defaultdict(float)
+        for key, (role, used) in self._last.items():
+            totals[role] += used - self._first[key]
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+    def note(self, per: int, unit: str) -> str:
+        parts = ", ".join(f"{role} {seconds * 1e6 / per:.0f}" for role, seconds in self.used().items())
+        return f"  of which PostgreSQL's processes, microseconds per {unit}: {parts}"
 
 
 class Service:
@@ -542,7 +617,7 @@ def main() -> None:
             rpc_time: list[float] = []
             cpu_before = {name: cpu_seconds(service.pid()) for name, service in services.items()}
             machine_before = machine_cpu_seconds()
-            with timed(label_post, results):
+            with PostgresCpu(cluster.prefix) as postgres_cpu, timed(label_post, results):
                 started = time.perf_counter()
                 posted = wallet.PostMonthlyInterest(
                     wallet_pb2.PostMonthlyInterestRequest(request_id=f"bench-{uuid.uuid4()}", month=str(month)),
@@ -560,6 +635,7 @@ def main() -> None:
                 f" machine {machine_used * 1e6 / args.wallets:.0f} ({machine_used:.1f} s of CPU in"
                 f" {results.get(label_post):.1f} s on {os.cpu_count()} CPUs)"
             )
+            results.notes.append(postgres_cpu.note(args.wallets, "wallet"))
             print(f"  posted {posted.wallets_posted:,} wallets, {posted.points_posted:,} points; state {state}")
             assert posted.wallets_posted == args.wallets, posted
             assert state["accruals"] == args.wallets and state["points_posted"] == posted.points_posted
@@ -609,7 +685,7 @@ def main() -> None:
             )
             available_before = one(points_db, "SELECT sum(available) FROM accounts")[0]
             points_cpu_before, machine_before = cpu_seconds(services["points"].pid()), machine_cpu_seconds()
-            with timed(f"ExpirePoints, {lots:,} lots", results):
+            with PostgresCpu(cluster.prefix) as postgres_cpu, timed(f"ExpirePoints, {lots:,} lots", results):
                 expired = points.ExpirePoints(
                     points_pb2.ExpirePointsRequest(request_id=f"bench-{uuid.uuid4()}"), timeout=args.timeout
                 )
@@ -621,6 +697,7 @@ def main() -> None:
                 f" machine {machine_used * 1e6 / lots:.0f} ({machine_used:.1f} s of CPU in"
                 f" {results.get(f'ExpirePoints, {lots:,} lots'):.1f} s on {os.cpu_count()} CPUs)"
             )
+            results.notes.append(postgres_cpu.note(lots, "lot"))
             print(f"  expired {expired.lots_expired:,} lots, {expired.points_expired:,} points")
             assert (expired.points_expired, expired.lots_expired) == (before[0], before[1]), (expired, before)
             left = one(
