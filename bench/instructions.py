@@ -18,6 +18,8 @@ Scenarios:
 - `interest`: the Wallet's `PostMonthlyInterest` (with the real Promotions answering the
   mechanics), up to the outbox messages it queues for Points (delivered apart: that is `credits`);
   the wallets are seeded as `bench.jobs` seeds them (PostgreSQL only), the unit is 1,000 wallets.
+- `expiry`: Points' `ExpirePoints` of lots past their expiry, one per customer, seeded as
+  `bench.jobs` seeds them (PostgreSQL only); the unit is 1,000 lots.
 - `orders`: one `PlaceOrder` paid with 500 points and 500 RUB from the wallet, through the four
   services, and the outbox deliveries it causes (the pending earned points); the unit is the order.
 
@@ -42,8 +44,8 @@ if TYPE_CHECKING:
     from tests.harness import Harness, RunningService
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("credits", "orders", "interest")
-POSTGRESQL_ONLY = frozenset({"interest"})
+SCENARIOS = ("credits", "orders", "interest", "expiry")
+POSTGRESQL_ONLY = frozenset({"interest", "expiry"})
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 WARMUP = 3
 
@@ -60,7 +62,7 @@ def child(scenario: str, count: int, signals: Path) -> None:
     databases = Databases(Path(tempfile.mkdtemp(prefix="bench-instructions-")))
     harness = Harness(databases, ManualClock(datetime(2026, 11, 2, 9, tzinfo=UTC)))
     try:
-        prepare = {"credits": _credits, "orders": _orders, "interest": _interest}[scenario](harness)
+        prepare = {"credits": _credits, "orders": _orders, "interest": _interest, "expiry": _expiry}[scenario](harness)
         prepare(WARMUP, "warm")()
         counted = prepare(count, "counted")
         (signals / "ready").write_text(str(os.getpid()))
@@ -155,6 +157,33 @@ def _interest(harness: Harness) -> Prepare:
         seed_wallets(conninfo, units * 1000, month)
         post(month.previous(), "warm")
         return lambda: post(month, label)
+
+    return prepare
+
+
+def _expiry(harness: Harness) -> Prepare:
+    """Each set of lots is seeded apart (ids of its own) and expired by one `ExpirePoints`."""
+    from loyalty.points.v1 import points_pb2, points_pb2_grpc
+    from sqlalchemy.engine import make_url
+
+    from bench.jobs import seed_lots
+
+    points = _start(harness, "points")
+    stub = points_pb2_grpc.PointsServiceStub(points.channel())
+    url = make_url(points.database_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("the expiry scenario seeds with PostgreSQL's generate_series: run it on PostgreSQL")
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def prepare(units: int, label: str) -> Callable[[], None]:
+        lots = units * 1000
+        seed_lots(conninfo, lots, lots, harness.clock.now(), prefix=f"{label}-")
+
+        def run() -> None:
+            expired = stub.ExpirePoints(points_pb2.ExpirePointsRequest(request_id=f"expiry-{label}"), timeout=600)
+            assert expired.lots_expired == lots, expired
+
+        return run
 
     return prepare
 
@@ -305,7 +334,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     for scenario in scenarios:
-        unit = {"credits": "batch of 1,000 credits", "orders": "order", "interest": "1,000 wallets posted"}[scenario]
+        unit = {
+            "credits": "batch of 1,000 credits",
+            "orders": "order",
+            "interest": "1,000 wallets posted",
+            "expiry": "1,000 lots expired",
+        }[scenario]
         found = measure(scenario, args.count, args.keep, None if args.sqlite else args.database_url)
         print(
             f"{scenario}: {found['per_unit'] / 1e6:,.1f} million instructions per {unit}"

@@ -391,15 +391,18 @@ def interest_limits(conninfo: str, month: Month, results: Results) -> None:
 SEED_LOTS = """
 INSERT INTO lots (lot_id, customer_id, amount, remaining, held, withdrawn, source, reference, status,
                   available_at, expires_at, created_at, reason, operator_id)
-SELECT 'x-' || n, 'c-' || lpad(((n - 1) %% %(customers)s + 1)::text, 9, '0'), 100 + n %% 900, 100 + n %% 900, 0, 0,
-       'PURCHASE', 'seed:' || n, 'AVAILABLE', %(created)s, %(expires)s - (n %% 3600) * interval '1 second',
-       %(created)s, '', ''
+SELECT %(prefix)s::text || n, 'c-' || lpad(((n - 1) %% %(customers)s + 1)::text, 9, '0'),
+       100 + n %% 900, 100 + n %% 900, 0, 0, 'PURCHASE', 'seed:' || n, 'AVAILABLE', %(created)s,
+       %(expires)s - (n %% 3600) * interval '1 second', %(created)s, '', ''
 FROM generate_series(1, %(n)s) AS n
 """
 
 
-def seed_lots(conninfo: str, lots: int, customers: int, now: datetime) -> None:
+def seed_lots(conninfo: str, lots: int, customers: int, now: datetime, prefix: str = "x-") -> None:
+    """`lots` lots past their expiry (ids `prefix` + n) on `customers` customers, with their
+    CREDITED lines and the balances they make."""
     params = {
+        "prefix": prefix,
         "n": lots,
         "customers": customers,
         "created": now - timedelta(days=400),
@@ -411,13 +414,15 @@ def seed_lots(conninfo: str, lots: int, customers: int, now: datetime) -> None:
             "INSERT INTO history (customer_id, type, available_delta, pending_delta, held_delta, unrecovered_points,"
             " lot_id, hold_id, source, reference, description, operator_id, created_at)"
             " SELECT customer_id, 'CREDITED', amount, 0, 0, 0, lot_id, '', source, reference, 'seed', '', created_at"
-            " FROM lots WHERE lot_id LIKE 'x-%%'"
+            " FROM lots WHERE starts_with(lot_id, %(prefix)s)",
+            {"prefix": prefix},
         )
         connection.execute(
             "INSERT INTO accounts (customer_id, available, pending, held, updated_at)"
-            " SELECT customer_id, sum(amount), 0, 0, %(now)s FROM lots WHERE lot_id LIKE 'x-%%' GROUP BY customer_id"
+            " SELECT customer_id, sum(amount), 0, 0, %(now)s FROM lots WHERE starts_with(lot_id, %(prefix)s)"
+            " GROUP BY customer_id"
             " ON CONFLICT (customer_id) DO UPDATE SET available = accounts.available + excluded.available",
-            {"now": now},
+            {"now": now, "prefix": prefix},
         )
     with psycopg.connect(conninfo, autocommit=True) as connection:
         for table in ("lots", "history", "accounts"):

@@ -16,7 +16,9 @@ plain rows (dicts, all with the same keys) and:
 - `values_insert`: `INSERT ... VALUES (...), (...)` of a fixed number of rows as SQL text that
   SQLAlchemy compiles once and caches (for a few rows written per request, not the jobs).
 - `plain_rows`: the rows of a read as the driver's tuples when no column needs converting (a
-  job reads tens of thousands of rows a chunk; a SQLAlchemy `Row` each doubled the cost).
+  job reads tens of thousands of rows a chunk; a SQLAlchemy `Row` each doubled the cost);
+  `as_stored` reads a UTC timestamp column without its conversion where the driver's value is
+  already aware (PostgreSQL).
 - `array`: a list parameter psycopg sends in binary (`CAST(:p AS text[])` and the like). As text,
   each element is quoted and escaped in Python: 1,000 request ids took 2.6 ms to send and 1,000
   stored answers (`bytea[]`) 9.7 ms, against about 0.6 ms each in binary.
@@ -35,6 +37,7 @@ from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    DateTime,
     Executable,
     Table,
     TextClause,
@@ -45,6 +48,7 @@ from sqlalchemy import (
     insert,
     text,
     true,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -168,6 +172,16 @@ def plain_rows(
         return [] if cursor is None else cast_type(list[tuple[Any, ...]], cursor.fetchall())
     finally:
         result.close()
+
+
+_AWARE = DateTime(timezone=True)
+
+
+def as_stored(session: Session, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A `UtcDateTime` column to read with `plain_rows`: on PostgreSQL as the driver gives it
+    (aware, in the session's UTC zone), without the type's conversion of each value, so the
+    rows stay the driver's own; elsewhere (SQLite's naive values) converted as usual."""
+    return type_coerce(column, _AWARE) if dialect_of(session) == "postgresql" else column
 
 
 def any_of(session: Session, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:

@@ -366,7 +366,9 @@ def test_plain_rows_are_the_rows_sqlalchemy_gives_without_a_row_object_each(jobs
         converted = select(c.reference, c.created_at).where(*mine).order_by(c.id)  # UtcDateTime
         assert bulk.plain_rows(uow.session, plain) == [("ключ", 2**40), ("ключ", -3)]
         assert bulk.plain_rows(uow.session, converted) == [("ключ", at), ("ключ", at)]
+        stored = select(c.reference, bulk.as_stored(uow.session, c.created_at)).where(*mine).order_by(c.id)
+        assert bulk.plain_rows(uow.session, stored) == [("ключ", at), ("ключ", at)]  # aware either way
         assert all(type(found) is tuple for found in bulk.plain_rows(uow.session, converted))
-        for statement in (plain, converted):
+        for statement in (plain, converted, stored):
             assert bulk.plain_rows(uow.session, statement) == [tuple(r) for r in uow.session.execute(statement)]
         assert bulk.plain_rows(uow.session, plain.where(c.id < 0)) == []

@@ -509,12 +509,13 @@ class Ledger:
         while True:
             with self._db.unit_of_work() as uow:
                 session = uow.session
-                chunk = session.execute(
+                chunk = bulk.plain_rows(
+                    session,
                     select(c.lot_id, c.customer_id)
                     .where(*candidate, mine)
                     .order_by(c.expires_at)
-                    .limit(self.config.expiry_chunk)
-                ).all()
+                    .limit(self.config.expiry_chunk),
+                )
                 if not chunk:
                     return total
                 batch = Settlement()
@@ -525,12 +526,14 @@ class Ledger:
                 for customer_id in sorted(other_due):
                     batch.add(Book.open(session, customer_id, now, self.config.lifetimes, self.config.zone).settle())
                 ids = [row[0] for row in chunk if row[1] not in other_due]
+                created_at = bulk.as_stored(session, c.created_at)
                 lots = (
-                    session.execute(
-                        select(c.lot_id, c.customer_id, c.remaining, c.held, c.source, c.reference, c.created_at).where(
+                    bulk.plain_rows(
+                        session,
+                        select(c.lot_id, c.customer_id, c.remaining, c.held, c.source, c.reference, created_at).where(
                             bulk.any_of(session, c.lot_id, ids), *candidate
-                        )
-                    ).all()
+                        ),
+                    )
                     if ids
                     else []
                 )

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, DateTime, Table, and_, exists, func, select, type_coerce
+from sqlalchemy import ColumnElement, Table, and_, exists, func, select
 from sqlalchemy.exc import IntegrityError
 
 from services.wallet.adapters import points_peer
@@ -52,7 +52,6 @@ MAX_MONTHS = 120
 _wallets: Table = Wallet.__table__  # type: ignore[attr-defined]
 _entries: Table = StatementEntry.__table__  # type: ignore[attr-defined]
 _accruals: Table = InterestAccrual.__table__  # type: ignore[attr-defined]
-_AWARE = DateTime(timezone=True)
 
 
 @dataclass(frozen=True)
@@ -316,7 +315,7 @@ def _balances(
     # Only compared with the day ends: PostgreSQL's aware timestamps need no conversion to UTC
     # (a third of reading the month's changes went to it), so the driver's rows are taken as
     # they come (`plain_rows`); SQLite's naive ones are converted.
-    created_at = e.created_at if bulk.dialect_of(uow.session) != "postgresql" else type_coerce(e.created_at, _AWARE)
+    created_at = bulk.as_stored(uow.session, e.created_at)
     changes: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for wallet_id, at, balance in bulk.plain_rows(
         uow.session,
