@@ -33,7 +33,7 @@ bench: bench-instructions bench-path bench-jobs bench-experiments ## Every bench
 bench-experiments: $(STAMP) ## Benchmark experiment sampling and results, 100,000 of 1,000,000 customers, on PostgreSQL
 	$(PY) -m bench.experiments
 
-bench-instructions: $(STAMP) ## Count the instructions of an order, a 1,000-credit batch and 1,000 wallets' interest under callgrind (repeatable within 1 %)
+bench-instructions: $(STAMP) ## Count the instructions of an order, 1,000 credits, 1,000 wallets' interest and 1,000 lots' expiry under callgrind (within 1 %)
 	$(PY) -m bench.instructions $(BENCH_INSTRUCTIONS_ARGS)
 
 bench-path: $(STAMP) ## Benchmark place-order, quote and reads through the gateway on PostgreSQL (docs/benchmarks.md)
