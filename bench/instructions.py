@@ -127,11 +127,20 @@ def _credits(harness: Harness) -> Prepare:
     return prepare
 
 
+def _seed_conninfo(service: RunningService, scenario: str) -> str:
+    """The libpq address of the service's database, which `bench.jobs` seeds with PostgreSQL's SQL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(service.database_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit(f"the {scenario} scenario seeds with PostgreSQL's generate_series: run it on PostgreSQL")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _interest(harness: Harness) -> Prepare:
     """The warm-up posts the month before the counted one, on the same wallets (so the counted
     month reads their carries, as every month after the first does)."""
     from loyalty.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-    from sqlalchemy.engine import make_url
 
     from bench.jobs import seed_wallets
     from shared.calendar import Month
@@ -139,10 +148,7 @@ def _interest(harness: Harness) -> Prepare:
     _start(harness, "promotions")
     wallet = _start(harness, "wallet")
     stub = wallet_pb2_grpc.WalletServiceStub(wallet.channel())
-    url = make_url(wallet.database_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit("the interest scenario seeds with PostgreSQL's generate_series: run it on PostgreSQL")
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = _seed_conninfo(wallet, "interest")
     month = Month(2026, 10)  # over on the harness's clock (2026-11-02)
 
     def post(which: Month, label: str) -> None:
@@ -164,16 +170,12 @@ def _interest(harness: Harness) -> Prepare:
 def _expiry(harness: Harness) -> Prepare:
     """Each set of lots is seeded apart (ids of its own) and expired by one `ExpirePoints`."""
     from loyalty.points.v1 import points_pb2, points_pb2_grpc
-    from sqlalchemy.engine import make_url
 
     from bench.jobs import seed_lots
 
     points = _start(harness, "points")
     stub = points_pb2_grpc.PointsServiceStub(points.channel())
-    url = make_url(points.database_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit("the expiry scenario seeds with PostgreSQL's generate_series: run it on PostgreSQL")
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = _seed_conninfo(points, "expiry")
 
     def prepare(units: int, label: str) -> Callable[[], None]:
         lots = units * 1000
