@@ -35,6 +35,7 @@ from shared.telemetry import Telemetry
 from shared.workers import PeriodicWorker
 
 log = logging.getLogger(__name__)
+SIGNAL_POLL_SECONDS = 0.5  # how soon a stop signal taken by another thread is acted on
 
 
 @dataclass
@@ -205,7 +206,12 @@ def main(service: str, build: Callable[[ServiceSettings], ServiceApp], argv: Seq
     signal.signal(signal.SIGINT, on_signal)
     tune_garbage_collector(settings.gc_threshold)
     app.start()
-    done.wait()
+    # Waited in short steps: the kernel may deliver SIGTERM to any of the process's threads
+    # (gRPC's own included), and Python runs the handler only when the main thread next runs
+    # its code. A wait without a timeout slept through such a signal for good (seen in CI: a
+    # Points process that ignored SIGTERM for ten minutes, its main thread still waiting here).
+    while not done.wait(SIGNAL_POLL_SECONDS):
+        pass
     app.stop()
     log.info("stopped")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -180,6 +181,46 @@ def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Datab
             assert len(catalogue) - 2 >= 8 and catalogue["1 RUB"] and catalogue["no points"] == catalogue["gift-cards"]
 
 
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.machine() != "x86_64",
+    reason="signals a chosen thread with Linux's tgkill (its x86-64 number)",
+)
+def test_a_sigterm_taken_by_another_thread_than_the_main_one_still_stops_the_process(databases: Databases) -> None:
+    """The kernel gives a process's signal to any of its threads. Python runs the handler in the
+    main thread when that thread next runs its code, which a wait without a timeout never did:
+    a Points process in CI ignored SIGTERM for ten minutes. Here the signal goes to a gRPC or
+    worker thread on purpose (`tgkill`), and the process must still stop, gracefully."""
+    import ctypes
+
+    port = free_port()
+    env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.points"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        end = time.monotonic() + 60
+        while health(f"127.0.0.1:{port}") != "SERVING":
+            assert time.monotonic() < end and process.poll() is None, "points never became SERVING"
+            time.sleep(0.1)
+        others = [int(task) for task in os.listdir(f"/proc/{process.pid}/task") if int(task) != process.pid]
+        assert others, "a serving process has threads besides the main one"
+        libc = ctypes.CDLL(None, use_errno=True)
+        tgkill = 234  # the syscall's number on x86-64
+        assert libc.syscall(tgkill, process.pid, others[0], signal.SIGTERM) == 0, ctypes.get_errno()
+        _, log = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, log
+    assert '"message": "stopped"' in log
+
+
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:
     port = free_port()
     env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
@@ -198,6 +239,11 @@ def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> 
             time.sleep(0.1)
     finally:
         process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=30)
+        try:
+            _, log = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:  # not left running after the test
+                process.kill()
+                process.communicate()
     assert process.returncode == 0, log
     assert '"message": "stopped"' in log  # JSON logs by default
