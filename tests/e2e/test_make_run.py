@@ -181,6 +181,32 @@ def test_a_second_run_on_the_same_databases_does_not_seed_twice(databases: Datab
             assert len(catalogue) - 2 >= 8 and catalogue["1 RUB"] and catalogue["no points"] == catalogue["gift-cards"]
 
 
+@contextmanager
+def serving_points(databases: Databases) -> Iterator[subprocess.Popen[str]]:
+    """A Points process (`python -m services.points`) once it reports SERVING; killed on the way
+    out if the test left it running, so that no process outlives its test."""
+    port = free_port()
+    env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.points"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        end = time.monotonic() + 60
+        while health(f"127.0.0.1:{port}") != "SERVING":
+            assert time.monotonic() < end and process.poll() is None, "points never became SERVING"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.machine() != "x86_64",
     reason="signals a chosen thread with Linux's tgkill (its x86-64 number)",
@@ -192,58 +218,20 @@ def test_a_sigterm_taken_by_another_thread_than_the_main_one_still_stops_the_pro
     worker thread on purpose (`tgkill`), and the process must still stop, gracefully."""
     import ctypes
 
-    port = free_port()
-    env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.points"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        end = time.monotonic() + 60
-        while health(f"127.0.0.1:{port}") != "SERVING":
-            assert time.monotonic() < end and process.poll() is None, "points never became SERVING"
-            time.sleep(0.1)
+    with serving_points(databases) as process:
         others = [int(task) for task in os.listdir(f"/proc/{process.pid}/task") if int(task) != process.pid]
         assert others, "a serving process has threads besides the main one"
         libc = ctypes.CDLL(None, use_errno=True)
         tgkill = 234  # the syscall's number on x86-64
         assert libc.syscall(tgkill, process.pid, others[0], signal.SIGTERM) == 0, ctypes.get_errno()
         _, log = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, log
     assert '"message": "stopped"' in log
 
 
 def test_a_service_process_stops_gracefully_on_sigterm(databases: Databases) -> None:
-    port = free_port()
-    env = dict(os.environ, POINTS_PORT=str(port), POINTS_DATABASE_URL=databases.new("points"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.points"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        end = time.monotonic() + 60
-        while health(f"127.0.0.1:{port}") != "SERVING":
-            assert time.monotonic() < end and process.poll() is None, "points never became SERVING"
-            time.sleep(0.1)
-    finally:
+    with serving_points(databases) as process:
         process.send_signal(signal.SIGTERM)
-        try:
-            _, log = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:  # not left running after the test
-                process.kill()
-                process.communicate()
+        _, log = process.communicate(timeout=30)
     assert process.returncode == 0, log
     assert '"message": "stopped"' in log  # JSON logs by default

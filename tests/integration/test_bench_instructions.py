@@ -1,8 +1,8 @@
 """The instruction-count benchmark itself works: each scenario runs once under callgrind (real
 services in the child process, counting switched on and off from outside) and reports a count.
 No figure is asserted beyond being plausible: figures are not tests. Skipped without valgrind,
-and on SQLite: the benchmark measures on PostgreSQL (issue #11), and two callgrind runs in each
-CI suite, beside the other suite, took CI past its time."""
+and on SQLite: the benchmark measures on PostgreSQL (issue #11; the interest and expiry
+scenarios seed with PostgreSQL's SQL), and callgrind runs in both CI suites took CI past its time."""
 
 from __future__ import annotations
 
