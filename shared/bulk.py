@@ -6,7 +6,7 @@ plain rows (dicts, all with the same keys) and:
 
 - `insert_rows`: PostgreSQL `COPY ... FROM STDIN` on the transaction's own connection (so the rows
   commit or roll back with everything else), in binary when every column's type allows it;
-  elsewhere (SQLite) one executemany.
+  elsewhere (SQLite) one executemany. `copy_rows` takes the rows as tuples in a column order.
 - `add_to_columns`: `UPDATE table SET col = col + delta ... WHERE key = ...` for many keys, as one
   UPDATE ... FROM unnest(arrays) on PostgreSQL; an executemany elsewhere.
 - `any_of`: `column IN (values)` as `column = ANY(:array)` on PostgreSQL (one parameter, however
@@ -80,9 +80,20 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """Insert `rows` (same keys each) into `table` in the caller's transaction."""
     if not rows:
         return
-    columns = list(rows[0].keys())
+    columns = tuple(rows[0].keys())
     if dialect_of(session) != "postgresql":
         session.execute(insert(table), list(rows))
+        return
+    copy_rows(session, table, columns, [[row[name] for name in columns] for row in rows])
+
+
+def copy_rows(session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """`insert_rows` of rows given as values in the order of `columns`: a job that makes
+    thousands of rows need not build a dict for each only to have it taken apart again."""
+    if not rows:
+        return
+    if dialect_of(session) != "postgresql":
+        session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
     connection = session.connection().connection.driver_connection
     assert connection is not None
@@ -94,7 +105,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
             if types:
                 copy.set_types(types)
             for row in rows:
-                copy.write_row([row[name] for name in columns])
+                copy.write_row(row)
     except psycopg.errors.IntegrityError as error:  # as SQLAlchemy would raise it for an INSERT
         raise IntegrityError(statement, None, error) from error
 

@@ -54,6 +54,32 @@ def new_id() -> str:
     return uuid7_text()
 
 
+_RANDOM_BYTES = 10  # 80 bits drawn per id, of which 74 are used
+
+
+def new_ids(count: int) -> list[str]:
+    """`count` ids as `new_id` makes them, for the rows of one batch: the clock is read once, the
+    text of the time formatted once, and the random bits of all of them come from one draw of the
+    system's generator (a batch of 1,000 credits made 1,000 `os.urandom` calls for its lots)."""
+    if count <= 0:
+        return []
+    return ids_of(time.time_ns() // 1_000_000, os.urandom(_RANDOM_BYTES * count))
+
+
+def ids_of(unix_ms: int, pool: bytes) -> list[str]:
+    """The ids of millisecond `unix_ms` whose random bits are `pool`, 10 bytes (80 bits) an id:
+    the text `uuid7_text(unix_ms, bits)` gives for each, made with less work per id."""
+    time_text = f"{_value(unix_ms, 0) >> 80:012x}"
+    head = f"{time_text[:8]}-{time_text[8:]}-{VERSION:x}"
+    mask_a, mask_b, variant = (1 << _RANDOM_A_BITS) - 1, (1 << _RANDOM_B_BITS) - 1, 0b10 << _RANDOM_B_BITS
+    ids = []
+    for at in range(0, len(pool) - _RANDOM_BYTES + 1, _RANDOM_BYTES):
+        bits = int.from_bytes(pool[at : at + _RANDOM_BYTES], "big")
+        tail = f"{variant | bits & mask_b:016x}"
+        ids.append(f"{head}{bits >> _RANDOM_B_BITS & mask_a:03x}-{tail[:4]}-{tail[4:]}")
+    return ids
+
+
 def unix_ms_of(identifier: str) -> int:
     """The millisecond a `new_id` was made in."""
     return uuid.UUID(identifier).int >> 80

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ids import new_id, unix_ms_of, uuid7, uuid7_text
+from shared.ids import ids_of, new_id, new_ids, unix_ms_of, uuid7, uuid7_text
 
 millis = st.integers(min_value=0, max_value=(1 << 48) - 1)
 randoms = st.integers(min_value=0, max_value=(1 << 80) - 1)
@@ -43,6 +43,21 @@ def test_new_ids_are_unique_and_now() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert unix_ms_of(ids[0]) <= unix_ms_of(ids[-1])
+
+
+@given(ms=millis, pool=st.lists(randoms, max_size=20))
+def test_ids_made_for_a_batch_are_those_uuid7_text_gives_for_their_bits(ms: int, pool: list[int]) -> None:
+    drawn = b"".join(bits.to_bytes(10, "big") for bits in pool)
+    assert ids_of(ms, drawn) == [uuid7_text(ms, bits) for bits in pool]
+
+
+def test_a_batch_of_new_ids_is_unique_and_of_now() -> None:
+    before = unix_ms_of(new_id())
+    ids = new_ids(10_000)
+    assert len(ids) == len(set(ids)) == 10_000
+    assert {unix_ms_of(made) for made in ids} == {unix_ms_of(ids[0])} and unix_ms_of(ids[0]) >= before
+    assert all(uuid.UUID(made).version == 7 and str(uuid.UUID(made)) == made for made in ids)
+    assert new_ids(0) == []
 
 
 @pytest.mark.parametrize("ms", [-1, 1 << 48])

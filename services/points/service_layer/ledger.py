@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from typing import NamedTuple
 
 from sqlalchemy import Table, case, select, update
 
@@ -46,7 +47,7 @@ from shared import bulk
 from shared.clock import Clock
 from shared.db import Database, UnitOfWork
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
-from shared.ids import new_id
+from shared.ids import new_ids
 from shared.metrics import Metrics
 from shared.pagination import decode_token, encode_token, page_size
 from shared.validation import validate_customer_id
@@ -75,9 +76,9 @@ class PointsConfig:
     expiry_workers: int = 2
 
 
-@dataclass(frozen=True)
-class NewLot:
-    """An available lot a set-based credit is about to write (the `lots` row, as a value)."""
+class NewLot(NamedTuple):
+    """An available lot a set-based credit is about to write (the `lots` row, as a value). A named
+    tuple, immutable and made in a third of a frozen dataclass's time (a batch makes 1,000)."""
 
     lot_id: str
     customer_id: str
@@ -97,23 +98,57 @@ class NewLot:
     def available_at(self) -> datetime:
         return self.created_at
 
-    def row(self) -> dict[str, object]:
-        return {
-            "lot_id": self.lot_id,
-            "customer_id": self.customer_id,
-            "amount": self.amount,
-            "remaining": self.amount,
-            "held": 0,
-            "withdrawn": 0,
-            "source": self.source,
-            "reference": self.reference,
-            "status": self.status,
-            "available_at": self.created_at,
-            "expires_at": self.expires_at,
-            "created_at": self.created_at,
-            "reason": self.reason,
-            "operator_id": self.operator_id,
-        }
+    def row(self) -> tuple[object, ...]:
+        """Its `lots` row, in the order of `LOT_COLUMNS`."""
+        return (
+            self.lot_id,
+            self.customer_id,
+            self.amount,
+            self.amount,
+            0,
+            0,
+            self.source,
+            self.reference,
+            self.status,
+            self.created_at,
+            self.expires_at,
+            self.created_at,
+            self.reason,
+            self.operator_id,
+        )
+
+
+LOT_COLUMNS = (
+    "lot_id",
+    "customer_id",
+    "amount",
+    "remaining",
+    "held",
+    "withdrawn",
+    "source",
+    "reference",
+    "status",
+    "available_at",
+    "expires_at",
+    "created_at",
+    "reason",
+    "operator_id",
+)
+_CREDITED_LINE_COLUMNS = (
+    "customer_id",
+    "type",
+    "available_delta",
+    "pending_delta",
+    "held_delta",
+    "unrecovered_points",
+    "lot_id",
+    "hold_id",
+    "source",
+    "reference",
+    "description",
+    "operator_id",
+    "created_at",
+)
 
 
 @dataclass(frozen=True)
@@ -266,7 +301,7 @@ class Ledger:
         now = self._clock.now()
         return [
             NewLot(
-                lot_id=new_id(),
+                lot_id=lot_id,
                 customer_id=c.customer_id,
                 amount=c.points,
                 remaining=c.points,
@@ -277,7 +312,7 @@ class Ledger:
                 reason=c.reason,
                 operator_id=c.operator_id,
             )
-            for c in credits
+            for c, lot_id in zip(credits, new_ids(len(credits)), strict=True)
         ]
 
     def lock_customers(self, uow: UnitOfWork, customer_ids: Sequence[str], create: Iterable[str] = ()) -> set[str]:
@@ -298,29 +333,31 @@ class Ledger:
         if not lots:
             return
         session = uow.session
-        bulk.insert_rows(session, _lots, [lot.row() for lot in lots])
-        bulk.insert_rows(
+        bulk.copy_rows(session, _lots, LOT_COLUMNS, [lot.row() for lot in lots])
+        credited = EntryType.CREDITED.value
+        bulk.copy_rows(
             session,
             _history,
+            _CREDITED_LINE_COLUMNS,
             [
-                {
-                    "customer_id": lot.customer_id,
-                    "type": EntryType.CREDITED.value,
-                    "available_delta": lot.amount,
-                    "pending_delta": 0,
-                    "held_delta": 0,
-                    "unrecovered_points": 0,
-                    "lot_id": lot.lot_id,
-                    "hold_id": "",
-                    "source": lot.source,
-                    "reference": lot.reference,
-                    "description": (
+                (
+                    lot.customer_id,
+                    credited,
+                    lot.amount,
+                    0,
+                    0,
+                    0,
+                    lot.lot_id,
+                    "",
+                    lot.source,
+                    lot.reference,
+                    (
                         history.credited(lot.amount, lot.source, lot.reference, False)
                         + (f": {lot.reason}" if lot.reason else "")
                     )[:500],
-                    "operator_id": lot.operator_id,
-                    "created_at": lot.created_at,
-                }
+                    lot.operator_id,
+                    lot.created_at,
+                )
                 for lot in lots
             ],
         )
