@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from loyalty.points.v1 import points_pb2
 
@@ -19,8 +19,7 @@ def interest_key(wallet_id: str, month: str) -> str:
     return f"interest:{wallet_id}:{month}"
 
 
-@dataclass(frozen=True)
-class InterestCredit:
+class InterestCredit(NamedTuple):  # one per wallet posted: a named tuple is cheap to make
     wallet_id: str
     customer_id: str
     month: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.wallet.domain.mechanics import CashbackMechanic, InterestBasis, InterestMechanic, Mechanic
 from shared.calendar import Month
@@ -19,9 +20,9 @@ from shared.calendar import Month
 MICRO_POINTS = 1_000_000
 
 
-@dataclass(frozen=True)
-class MonthlyInterest:
-    """The interest of one month of one wallet."""
+class MonthlyInterest(NamedTuple):
+    """The interest of one month of one wallet. A named tuple, immutable and made in a third of a
+    frozen dataclass's time: the posting makes one per wallet."""
 
     basis_minor: int  # the basis shown: the minimum, or the average rounded down to a kopeck
     carry_in_micro: int
