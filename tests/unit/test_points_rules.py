@@ -172,3 +172,29 @@ def test_a_batch_stores_each_credit_answer_exactly_as_credit_points_serializes_i
     expected = points_pb2.CreditPointsResponse(lot=lot).SerializeToString(deterministic=True)
     assert credit_answer(lot) == expected
     assert points_pb2.CreditPointsResponse.FromString(credit_answer(lot)).lot == lot
+
+
+def test_a_new_lots_row_gives_each_column_its_own_value() -> None:
+    """`NewLot.row()` is copied by position (`LOT_COLUMNS`): every value must sit under its name."""
+    from datetime import UTC, datetime
+
+    from services.points.service_layer.ledger import LOT_COLUMNS, NewLot
+
+    created, expires = datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 11, 1, tzinfo=UTC)
+    lot = NewLot("lot-1", "customer-1", 591, "WALLET_INTEREST", "ref-1", expires, created, "why", "op-1", 591)
+    assert dict(zip(LOT_COLUMNS, lot.row(), strict=True)) == {
+        "lot_id": "lot-1",
+        "customer_id": "customer-1",
+        "amount": 591,
+        "remaining": 591,
+        "held": 0,
+        "withdrawn": 0,
+        "source": "WALLET_INTEREST",
+        "reference": "ref-1",
+        "status": "AVAILABLE",
+        "available_at": created,
+        "expires_at": expires,
+        "created_at": created,
+        "reason": "why",
+        "operator_id": "op-1",
+    }
